@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Create .venv with torch, Detectron2 and sharp_fpn (editable). Idempotent: a
+# stamp keyed on this script and setup.py makes a second run a no-op.
+#
+#   VENV=path                 where the environment goes (default .venv)
+#   DETECTRON2_SOURCE=path    build Detectron2 from a local source tree instead of
+#                             the PyPI repackaging (needs a compiler; GPU users).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+D2_WHEEL="sal-detectron2==0.7.2"   # upstream Detectron2 a59f0563 repackaged, cp310-only
+
+stamp_key=$(cat scripts/setup_env.sh setup.py | sha256sum | cut -c1-16)-${DETECTRON2_SOURCE:-registry}
+stamp="$VENV/.sharp_fpn_setup"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$stamp_key" ]]; then
+  echo "[setup] $VENV is up to date"
+  exit 0
+fi
+
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+
+echo "[setup] installing torch, torchvision and dependencies into $VENV"
+# torch first and on its own: the ranges in setup.py then install nothing more.
+pip install "torch>=2.1,<=2.14.1" "torchvision>=0.16,<=0.29.1"
+pip install fvcore iopath pycocotools "omegaconf>=2.1,<2.4" "hydra-core>=1.1" yacs tabulate \
+  cloudpickle matplotlib tensorboard termcolor packaging black tqdm
+
+if [[ -n "${DETECTRON2_SOURCE:-}" ]]; then
+  echo "[setup] building Detectron2 from $DETECTRON2_SOURCE"
+  pip install --no-build-isolation -e "$DETECTRON2_SOURCE"
+elif ! "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
+  echo "[setup] installing Detectron2 ($D2_WHEEL, pure-Python parts; ops come from torchvision)"
+  site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  pip install --no-deps --only-binary=:all: --python-version 3.10 --target "$site" --upgrade "$D2_WHEEL"
+fi
+
+pip install -e ".[test]"
+echo "$stamp_key" > "$stamp"
+echo "[setup] done: $VENV"

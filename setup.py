@@ -1,0 +1,26 @@
+"""sharp_fpn: UNet++/UNet 3+/UNet# skip connections as Detectron2 FPN necks."""
+from setuptools import find_packages, setup
+
+setup(
+    name="sharp_fpn",
+    version="0.1.0",
+    description="Nested, full-scale and UNet# skip connections for Detectron2's FPN, "
+    "for nuclei instance segmentation",
+    packages=find_packages(include=["sharp_fpn", "sharp_fpn.*"]),
+    python_requires=">=3.9",
+    # Detectron2 itself is not on PyPI under its own name: scripts/setup_env.sh
+    # installs it (see README). Ranges, so GPU users keep their own torch build.
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.23",
+        "pycocotools>=2.0.6",
+        "fvcore>=0.1.5",
+        "tifffile>=2023.1",
+        "scikit-image>=0.21",
+        "opencv-python-headless>=4.7",
+        "tqdm>=4.60",
+        "roifile>=2023.5",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
+)
