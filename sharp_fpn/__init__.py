@@ -1,1 +1,12 @@
-"""sharp_fpn."""
+"""sharp_fpn: UNet++ / UNet 3+ / UNet# skip connections in Detectron2's feature pyramid.
+
+Importing the package registers its backbones (and, where present, datasets and models)
+with Detectron2.
+"""
+from . import _quiet  # noqa: F401  (first: silences known third-party deprecation noise)
+from .config import add_sharp_fpn_config, get_sharp_cfg
+from .modeling import SkipSchemeFPN  # noqa: F401  (registers the backbones)
+from .schemes import SCHEMES, build_scheme, canonical_name
+
+__version__ = "0.1.0"
+__all__ = ["add_sharp_fpn_config", "get_sharp_cfg", "build_scheme", "canonical_name", "SCHEMES", "SkipSchemeFPN"]

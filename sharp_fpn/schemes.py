@@ -84,8 +84,10 @@ def canonical_name(name: str) -> str:
     """Map a scheme name or paper symbol ("++", "+++", "#") to its canonical name."""
     key = str(name).strip().lower()
     if key not in ALIASES:
-        valid = ", ".join(f"{k!r}" for k in ALIASES)
-        raise ValueError(f"Unknown skip scheme {name!r}; valid names are: {valid}")
+        valid = "; ".join(
+            f"{c} ({', '.join(a for a, t in ALIASES.items() if t == c and a != c)})" for c in SCHEMES
+        )
+        raise ValueError(f"Unknown skip scheme {name!r}; valid: {valid}")
     return ALIASES[key]
 
 

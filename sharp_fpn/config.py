@@ -1,0 +1,83 @@
+"""Every config key sharp_fpn adds to Detectron2, with its default."""
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+from .schemes import canonical_name
+
+
+def add_sharp_fpn_config(cfg):
+    """Add the keys of the skip-scheme FPN necks and the VGG bottom-up to ``cfg``."""
+    cfg.MODEL.SHARP_FPN = CN()
+    # Skip scheme between the laterals and the P2-P5 outputs: "plain" (FPN), "nested" (UNet++,
+    # "++"), "full_scale" (UNet 3+, "+++") or "sharp" (UNet#, "#", Eq. 1 of the UNet# paper).
+    cfg.MODEL.SHARP_FPN.SCHEME = "sharp"
+    # How a decoder node merges its inputs before its 3x3 conv: "concat" (the paper's [.]) or
+    # "sum" (cheaper). The plain scheme always adds, exactly as Detectron2's FPN (FPN.FUSE_TYPE).
+    cfg.MODEL.SHARP_FPN.FUSION = "concat"
+    # Channels of the intermediate nodes X(i,j), j >= 1; 0 means MODEL.FPN.OUT_CHANNELS.
+    cfg.MODEL.SHARP_FPN.NODE_CHANNELS = 0
+    # Channels of each full-scale branch conv ("f" inside Eq. 1's full-scale term; UNet 3+ uses
+    # C/L so that the concatenation of L branches is C wide). Ignored with FUSION "sum".
+    cfg.MODEL.SHARP_FPN.BRANCH_CHANNELS = 64
+    # Norm of the new node and branch convs. GN, since detection batches are too small for BN
+    # and new layers cannot start from frozen statistics.
+    cfg.MODEL.SHARP_FPN.NORM = "GN"
+    # Interpolation of the upsampling edges: "nearest" (as FPN) or "bilinear".
+    cfg.MODEL.SHARP_FPN.UPSAMPLE = "nearest"
+
+    cfg.MODEL.VGG = CN()
+    # VGG depth: 11, 13, 16 or 19 (the UNet# paper's instance experiments use 16).
+    cfg.MODEL.VGG.DEPTH = 16
+    # Norm after each VGG conv: "" (torchvision vgg16), "BN" (vgg16_bn), "GN", "FrozenBN".
+    cfg.MODEL.VGG.NORM = ""
+    # Stages to output; "vggK" is the output of block K after its max-pool, at stride 2**K.
+    cfg.MODEL.VGG.OUT_FEATURES = ["vgg2", "vgg3", "vgg4", "vgg5"]
+
+
+# The shipped yaml files live beside the package (editable install / source checkout).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path as given if it exists, else a bare file name (".yaml" optional) from configs/."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))) or "none"
+    raise FileNotFoundError(f"Config {name!r} not found as a file or in {CONFIG_DIR} (shipped: {shipped})")
+
+
+def get_sharp_cfg(config_file: str = None, opts: Sequence[str] = ()) -> CN:
+    """Detectron2's defaults + sharp_fpn's keys, merged with a yaml (path or shipped name) and
+    ``KEY VALUE`` overrides; checked with :func:`check_config`. Not frozen."""
+    cfg = get_cfg()
+    add_sharp_fpn_config(cfg)
+    if config_file:
+        cfg.merge_from_file(str(resolve_config_path(config_file)))
+    cfg.merge_from_list(list(opts))
+    check_config(cfg)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning("CUDA is not available: running on the CPU")
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def check_config(cfg: CN) -> None:
+    """Fail early, with the valid choices, on values that would only break deep in a build."""
+    cfg.MODEL.SHARP_FPN.SCHEME = canonical_name(cfg.MODEL.SHARP_FPN.SCHEME)
+    from .modeling.neck import FUSIONS, UPSAMPLE_MODES
+
+    for key, value, valid in (
+        ("MODEL.SHARP_FPN.FUSION", cfg.MODEL.SHARP_FPN.FUSION, FUSIONS),
+        ("MODEL.SHARP_FPN.UPSAMPLE", cfg.MODEL.SHARP_FPN.UPSAMPLE, UPSAMPLE_MODES),
+    ):
+        if value not in valid:
+            raise ValueError(f"{key} = {value!r} is not valid; choose one of {valid}")

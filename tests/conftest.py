@@ -1,0 +1,53 @@
+"""Shared test helpers: tiny Detectron2 configs and real training inputs."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def tiny_overrides(size: int = 64):
+    """KEY VALUE overrides that shrink any shipped config to a fast CPU step."""
+    return [
+        "MODEL.DEVICE", "cpu",
+        "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(size),
+        "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(size),
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "50", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "20",
+        "MODEL.RPN.PRE_NMS_TOPK_TEST", "50", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16", "TEST.DETECTIONS_PER_IMAGE", "10",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    ]
+
+
+def nuclei_batch(n_images: int = 2, size: int = 64, seed: int = 0):
+    """Real Detectron2 training inputs: images with a few square 'nuclei' and their masks."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    rng = np.random.default_rng(seed)
+    batch = []
+    for _ in range(n_images):
+        image = torch.full((3, size, size), 20.0)
+        masks = []
+        for _ in range(3):
+            y, x = rng.integers(4, size - 16, size=2)
+            h, w = rng.integers(6, 12, size=2)
+            m = torch.zeros(size, size, dtype=torch.bool)
+            m[y : y + h, x : x + w] = True
+            image[:, m] = 200.0
+            masks.append(m)
+        masks = torch.stack(masks)
+        inst = Instances((size, size))
+        inst.gt_masks = BitMasks(masks)
+        inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
+        inst.gt_classes = torch.zeros(len(masks), dtype=torch.int64)
+        batch.append({"image": image, "instances": inst, "height": size, "width": size})
+    return batch
+
+
+@pytest.fixture
+def batch():
+    return nuclei_batch()
