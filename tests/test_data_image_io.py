@@ -80,10 +80,11 @@ def test_grey_with_alpha_array():
     assert to_rgb_uint8(grey_alpha).tolist() == [[[9, 9, 9]] * 2] * 2
 
 
-def test_corrupt_and_missing_files(tmp_path):
+def test_corrupt_and_missing_files(tmp_path, capfd):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(OSError, match="bad.png"):
         read_image(tmp_path / "bad.png")
+    assert capfd.readouterr().err == ""  # no OpenCV chatter besides our error
     with pytest.raises(FileNotFoundError, match="gone.png"):
         read_image(tmp_path / "gone.png")
     tifffile.imwrite(tmp_path / "stack.tif", np.zeros((6, 8, 8), np.uint8))

@@ -7,6 +7,7 @@ so we decode with OpenCV/tifffile and map anything wider than 8 bits to uint8 by
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,17 @@ import tifffile
 IMAGE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TIFF_EXTENSIONS = (".tif", ".tiff")
 DEFAULT_PERCENTILES = (0.5, 99.5)
+
+
+@contextmanager
+def _quiet_opencv():
+    """OpenCV prints its own WARN line for a corrupt file; we raise an error naming it instead."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def load_image_array(path: str | os.PathLike) -> np.ndarray:
@@ -35,7 +47,8 @@ def load_image_array(path: str | os.PathLike) -> np.ndarray:
         if array.ndim == 3 and array.shape[0] <= 4 < array.shape[2]:
             array = np.moveaxis(array, 0, -1)  # channels-first TIFF
     else:
-        array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        with _quiet_opencv():
+            array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
             raise OSError(f"{path}: cannot decode image")
         if array.ndim == 3 and array.shape[2] == 3:
