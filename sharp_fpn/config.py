@@ -29,6 +29,15 @@ def add_sharp_fpn_config(cfg):
     cfg.MODEL.SHARP_FPN.NORM = "GN"
     # Interpolation of the upsampling edges: "nearest" (as FPN) or "bilinear".
     cfg.MODEL.SHARP_FPN.UPSAMPLE = "nearest"
+    # Form of every node and branch conv (the paper's f): "3x3" (the paper's), "separable"
+    # (depthwise 3x3 + pointwise 1x1: same nodes and edges, about 1/9 the MACs) or "1x1".
+    cfg.MODEL.SHARP_FPN.CONV = "3x3"
+    # Strides of the rows whose nodes use CONV, e.g. [4] for the costly stride-4 row only; the
+    # other rows keep "3x3". Empty: every row.
+    cfg.MODEL.SHARP_FPN.CONV_STRIDES = []
+    # Width of an extra conv3x3-norm-ReLU on each row's output before its output conv; 0: none.
+    # With SCHEME "plain" it gives the parameter-matched wide FPN (capacity without topology).
+    cfg.MODEL.SHARP_FPN.ROW_CONV_CHANNELS = 0
 
     cfg.MODEL.VGG = CN()
     # VGG depth: 11, 13, 16 or 19 (the UNet# paper's instance experiments use 16).
@@ -73,10 +82,11 @@ def get_sharp_cfg(config_file: str = None, opts: Sequence[str] = ()) -> CN:
 def check_config(cfg: CN) -> None:
     """Fail early, with the valid choices, on values that would only break deep in a build."""
     cfg.MODEL.SHARP_FPN.SCHEME = canonical_name(cfg.MODEL.SHARP_FPN.SCHEME)
-    from .modeling.neck import FUSIONS, UPSAMPLE_MODES
+    from .modeling.neck import CONVS, FUSIONS, UPSAMPLE_MODES
 
     for key, value, valid in (
         ("MODEL.SHARP_FPN.FUSION", cfg.MODEL.SHARP_FPN.FUSION, FUSIONS),
+        ("MODEL.SHARP_FPN.CONV", cfg.MODEL.SHARP_FPN.CONV, CONVS),
         ("MODEL.SHARP_FPN.UPSAMPLE", cfg.MODEL.SHARP_FPN.UPSAMPLE, UPSAMPLE_MODES),
     ):
         if value not in valid:

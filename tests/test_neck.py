@@ -102,3 +102,48 @@ def test_resnet_bottom_up_from_config():
     model = SkipSchemeFPN(bottom_up, cfg.MODEL.RESNETS.OUT_FEATURES, 256, build_scheme("#", 4))
     out = model(torch.randn(1, 3, 64, 64))
     assert [tuple(v.shape) for v in out.values()] == [(1, 256, 16, 16), (1, 256, 8, 8), (1, 256, 4, 4), (1, 256, 2, 2)]
+
+
+@pytest.mark.parametrize("scheme", ["nested", "full_scale", "sharp"])
+@pytest.mark.parametrize("conv,conv_strides", [("separable", ()), ("1x1", ()), ("separable", (4,))])
+def test_cheaper_convs_keep_the_grid_and_train(scheme, conv, conv_strides):
+    torch.manual_seed(0)
+    literal = neck(scheme)
+    model = neck(scheme, conv=conv, conv_strides=conv_strides).train()
+    assert list(model.nodes) == list(literal.nodes)  # same nodes
+    for key, node in model.nodes.items():  # same edges, same branches
+        assert node.edges == literal.nodes[key].edges and list(node.branches) == list(literal.nodes[key].branches)
+    count = lambda m: sum(p.numel() for p in m.nodes.parameters())  # noqa: E731
+    assert count(model) < count(literal)
+    out = model(torch.randn(2, 3, 64, 64))
+    sum(v.square().mean() for v in out.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_conv_strides_pick_rows():
+    model = neck("sharp", conv="separable", conv_strides=(4,))
+    for key, node in model.nodes.items():
+        separable = isinstance(node.fuse, torch.nn.Sequential)
+        assert separable == key.startswith("x0_"), key
+
+
+def test_wide_plain_keeps_fpn_topology_and_trains():
+    torch.manual_seed(0)
+    model = neck("plain", row_conv_channels=96).train()
+    plain = neck("plain")
+    assert list(model.nodes) == list(plain.nodes)
+    assert [n for n in dict(model.named_children()) if n.startswith("fpn_row")] == ["fpn_row2", "fpn_row3", "fpn_row4", "fpn_row5"]
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 4 * (64 * 96 * 9 + 2 * 96 + 9 * 96 * 64 - 9 * 64 * 64)  # conv + GN; wider output conv
+    out = model(torch.randn(2, 3, 64, 64))
+    assert [t.shape[1] for t in out.values()] == [64] * 5
+    sum(v.square().mean() for v in out.values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_bad_conv_options_are_clear_errors():
+    with pytest.raises(ValueError, match="Unknown conv '5x5'"):
+        neck("sharp", conv="5x5")
+    with pytest.raises(ValueError, match=r"conv_strides \[2\]"):
+        neck("sharp", conv="separable", conv_strides=(2,))

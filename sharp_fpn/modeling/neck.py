@@ -19,21 +19,33 @@ from ..schemes import Edge, Node, SkipScheme
 
 FUSIONS = ("concat", "sum")
 UPSAMPLE_MODES = ("nearest", "bilinear")
+# Forms of the paper's f (every node and branch conv). "3x3" is the paper's; the others keep
+# the same nodes and edges at a lower cost (see benchmarks/RESULTS.md).
+CONVS = ("3x3", "separable", "1x1")
 
 
-def conv_norm_relu(in_channels: int, out_channels: int, norm: str) -> Conv2d:
-    """The paper's f: Conv2d 3x3 + norm + ReLU."""
-    conv = Conv2d(
+def conv_norm_relu(in_channels: int, out_channels: int, norm: str, conv: str = "3x3") -> nn.Module:
+    """The paper's f: conv + norm + ReLU. ``conv`` "3x3" is the paper's Conv2d 3x3; "separable"
+    is a depthwise 3x3 then a pointwise 1x1 (same receptive field, about 1/9 of the MACs at these
+    widths); "1x1" drops the spatial kernel."""
+    if conv == "separable":
+        depthwise = Conv2d(in_channels, in_channels, kernel_size=3, padding=1, groups=in_channels, bias=False)
+        nn.init.kaiming_normal_(depthwise.weight, mode="fan_in", nonlinearity="linear")
+        return nn.Sequential(depthwise, conv_norm_relu(in_channels, out_channels, norm, "1x1"))
+    if conv not in CONVS:
+        raise ValueError(f"Unknown conv {conv!r}; valid: {CONVS}")
+    k = 3 if conv == "3x3" else 1
+    layer = Conv2d(
         in_channels,
         out_channels,
-        kernel_size=3,
-        padding=1,
+        kernel_size=k,
+        padding=k // 2,
         bias=not norm,
         norm=get_norm(norm, out_channels),
         activation=nn.ReLU(inplace=True),
     )
-    weight_init.c2_msra_fill(conv)
-    return conv
+    weight_init.c2_msra_fill(layer)
+    return layer
 
 
 def resample(x: torch.Tensor, scale: int, upsample_mode: str) -> torch.Tensor:
@@ -50,7 +62,7 @@ def resample(x: torch.Tensor, scale: int, upsample_mode: str) -> torch.Tensor:
 class FusionNode(nn.Module):
     """One grid node X(i,j): resample its inputs, pass full-scale ones through their branch conv,
     then merge. ``fusion`` "add" merges without a conv (FPN's top-down step); "sum" and "concat"
-    merge, then apply one conv-norm-ReLU.
+    merge, then apply one conv-norm-ReLU. ``conv`` is the form of every conv ("3x3", the paper's).
     """
 
     def __init__(
@@ -62,6 +74,7 @@ class FusionNode(nn.Module):
         branch_channels: int,
         norm: str,
         upsample_mode: str,
+        conv: str = "3x3",
     ):
         super().__init__()
         self.edges = tuple(edges)
@@ -71,15 +84,15 @@ class FusionNode(nn.Module):
         widths = []
         for k, (edge, c) in enumerate(zip(edges, in_channels)):
             if edge.branch:
-                self.branches[str(k)] = conv_norm_relu(c, branch_channels, norm)
+                self.branches[str(k)] = conv_norm_relu(c, branch_channels, norm, conv)
                 c = branch_channels
             widths.append(c)
         if fusion == "concat":
-            self.fuse = conv_norm_relu(sum(widths), out_channels, norm)
+            self.fuse = conv_norm_relu(sum(widths), out_channels, norm, conv)
         else:
             if len(set(widths + [out_channels])) != 1:
                 raise ValueError(f"'{fusion}' fusion needs equal widths, got {widths} -> {out_channels}")
-            self.fuse = conv_norm_relu(out_channels, out_channels, norm) if fusion == "sum" else None
+            self.fuse = conv_norm_relu(out_channels, out_channels, norm, conv) if fusion == "sum" else None
 
     def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
         feats = []
@@ -118,6 +131,9 @@ class SkipSchemeFPN(Backbone):
         branch_channels: int = 64,
         node_norm: str = "GN",
         upsample_mode: str = "nearest",
+        conv: str = "3x3",
+        conv_strides: Sequence[int] = (),
+        row_conv_channels: int = 0,
     ):
         """
         Args:
@@ -129,12 +145,20 @@ class SkipSchemeFPN(Backbone):
             branch_channels: width of each full-scale branch conv (concat fusion).
             node_norm: norm of the node and branch convs.
             upsample_mode: "nearest" or "bilinear".
+            conv: form of the node and branch convs: "3x3" (the paper's), "separable" or "1x1".
+            conv_strides: strides of the rows whose nodes use ``conv``; other rows use "3x3".
+                Empty: every row.
+            row_conv_channels: width of an extra conv3x3-norm-ReLU (``fpn_row{s}``) on each row's
+                output before its output conv; 0: none. With the plain scheme this is the
+                parameter-matched wide FPN: FPN's topology with more capacity.
         """
         super().__init__()
         if scheme.levels != len(in_features):
             raise ValueError(f"Scheme has {scheme.levels} levels but got {len(in_features)} in_features")
         if fusion not in FUSIONS:
             raise ValueError(f"Unknown fusion {fusion!r}; valid: {FUSIONS}")
+        if conv not in CONVS:
+            raise ValueError(f"Unknown conv {conv!r}; valid: {CONVS}")
         if upsample_mode not in UPSAMPLE_MODES:
             raise ValueError(f"Unknown upsample mode {upsample_mode!r}; valid: {UPSAMPLE_MODES}")
         if fuse_type not in ("sum", "avg"):
@@ -144,6 +168,9 @@ class SkipSchemeFPN(Backbone):
         for fine, coarse in zip(strides, strides[1:]):
             if coarse != 2 * fine:
                 raise ValueError(f"Strides {strides} of {list(in_features)} are not log2-contiguous")
+        unknown = sorted(set(conv_strides) - set(strides))
+        if unknown:
+            raise ValueError(f"conv_strides {unknown} are not strides of the neck's rows {strides}")
 
         self.bottom_up = bottom_up
         self.in_features = tuple(in_features)
@@ -151,6 +178,7 @@ class SkipSchemeFPN(Backbone):
         self.top_block = top_block
         self._fuse_type = fuse_type
         self.upsample_mode = upsample_mode
+        self.conv, self.conv_strides, self.row_conv_channels = conv, tuple(conv_strides), row_conv_channels
         node_channels = node_channels or out_channels
         plain = scheme.name == "plain"
 
@@ -167,16 +195,26 @@ class SkipSchemeFPN(Backbone):
         self.nodes = nn.ModuleDict()
         for node, edges in scheme.inputs.items():
             out = out_channels if plain else node_channels
+            row_conv = conv if not conv_strides or strides[node[0]] in conv_strides else "3x3"
             self.nodes[_node_key(node)] = FusionNode(
                 edges, [width[e.src] for e in edges], out,
                 fusion="add" if plain else fusion,
                 branch_channels=out if fusion == "sum" else branch_channels,
-                norm=node_norm, upsample_mode=upsample_mode,
+                norm=node_norm, upsample_mode=upsample_mode, conv=row_conv,
             )
             width[node] = out
 
+        self.row_convs = []
         for i, stage in enumerate(stages):
-            c = width[scheme.output(i)]
+            if row_conv_channels:
+                row = conv_norm_relu(width[scheme.output(i)], row_conv_channels, node_norm)
+                self.add_module(f"fpn_row{stage}", row)
+                self.row_convs.append(row)
+            else:
+                self.row_convs.append(None)
+
+        for i, stage in enumerate(stages):
+            c = row_conv_channels or width[scheme.output(i)]
             output = Conv2d(c, out_channels, kernel_size=3, padding=1, bias=use_bias,
                             norm=get_norm(norm, out_channels))
             weight_init.c2_xavier_fill(output)
@@ -211,10 +249,9 @@ class SkipSchemeFPN(Backbone):
             if self.scheme.name == "plain" and self._fuse_type == "avg":
                 out = out / 2
             grid[node] = out
-        results = [
-            getattr(self, f"fpn_output{s}")(grid[self.scheme.output(i)])
-            for i, s in enumerate(self._stages)
-        ]
+        rows = [grid[self.scheme.output(i)] for i in range(len(self._stages))]
+        rows = [x if row is None else row(x) for x, row in zip(rows, self.row_convs)]
+        results = [getattr(self, f"fpn_output{s}")(x) for x, s in zip(rows, self._stages)]
         if self.top_block is not None:
             name = self.top_block.in_feature
             source = bottom_up[name] if name in bottom_up else results[self._out_features.index(name)]
