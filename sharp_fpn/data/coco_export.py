@@ -6,6 +6,7 @@ process pool, since decoding ~26k mask PNGs dominates the run time.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -68,13 +69,11 @@ def annotation_from_rle(rle: dict, polygons: bool = False) -> dict:
 
 
 def _convert_sample(sample: Dsb2018Sample, polygons: bool) -> tuple[ImageRecord, list[dict]]:
-    """Worker: read one image and build its annotations (RLE masks are dropped from the record
-    to keep what travels back small)."""
+    """Worker: read one image and build its annotations. The record travels back without its
+    masks, which the annotations now hold."""
     record = read_sample(sample)
     annotations = [annotation_from_rle(instance.rle, polygons) for instance in record.instances]
-    for instance in record.instances:
-        instance.rle = None
-    return record, annotations
+    return dataclasses.replace(record, instances=[]), annotations
 
 
 def _map_samples(samples: list[Dsb2018Sample], polygons: bool, workers: int) -> Iterator[tuple[ImageRecord, list[dict]]]:
@@ -84,14 +83,13 @@ def _map_samples(samples: list[Dsb2018Sample], polygons: bool, workers: int) -> 
         yield from map(convert, samples)
         return
     # fork, not spawn: a spawned worker would re-import torch and Detectron2 (seconds each).
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        results = pool.map(convert, samples, chunksize=max(1, min(16, len(samples) // (4 * workers))))
-        try:
-            yield from results
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        yield from pool.map(convert, samples, chunksize=max(1, min(16, len(samples) // (4 * workers))))
+    finally:
+        # When the caller stops early (--strict), drop the queued images rather than read them.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass

@@ -179,15 +179,21 @@ def _encode(mask: np.ndarray) -> dict:
 
 @dataclass(frozen=True)
 class _MaskSource:
-    """Where one mask comes from: ``path`` is the file issues name, ``where`` locates the mask
-    inside it (a CSV line), ``name`` is how other messages refer to it."""
+    """Where one mask comes from: a mask file, or a line of a labels CSV."""
 
     path: str
-    where: str = ""
+    line: int | None = None
+    image_id: str = ""
+
+    @property
+    def where(self) -> str:
+        """Prefix that locates the mask inside its file, for messages."""
+        return f"line {self.line} (image {self.image_id}): " if self.line is not None else ""
 
     @property
     def name(self) -> str:
-        return f"{self.path}:{self.where.split()[1]}" if self.where else self.path
+        """How other messages refer to this mask."""
+        return f"{self.path}:{self.line}" if self.line is not None else self.path
 
 
 def _mask_from_png(path: Path, image_shape: tuple[int, int], issues: list[Issue]) -> np.ndarray | None:
@@ -238,7 +244,7 @@ def _read_masks(sample: Dsb2018Sample, image_shape: tuple[int, int], issues: lis
         if mask is not None:
             yield _MaskSource(str(path)), mask
     for label in sample.csv_masks:
-        source = _MaskSource(label.csv_path, f"line {label.line} (image {sample.image_id}): ")
+        source = _MaskSource(label.csv_path, label.line, sample.image_id)
         mask = _mask_from_csv(label, source, image_shape, issues)
         if mask is not None:
             yield source, mask

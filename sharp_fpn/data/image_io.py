@@ -21,9 +21,9 @@ DEFAULT_PERCENTILES = (0.5, 99.5)
 
 @contextmanager
 def _quiet_opencv():
-    """OpenCV prints its own WARN line for a corrupt file; we raise an error naming it instead."""
+    """OpenCV logs its own line for a corrupt file; we raise an error naming the file instead."""
     level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         yield
     finally:
