@@ -19,7 +19,8 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$stamp_key" ]]; then
 fi
 
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# pip, minus the notes about this machine's absent local index folders.
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 echo "[setup] installing torch, torchvision and dependencies into $VENV"
 # torch first and on its own: the ranges in setup.py then install nothing more.

@@ -1,0 +1,19 @@
+# sharp_fpn: `make demo` sets up and runs the CPU demo; `make test` sets up and runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench clean
+setup:
+	bash scripts/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/neck_cost.py
+
+clean:
+	rm -rf $(VENV) demo_output

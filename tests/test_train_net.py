@@ -1,0 +1,101 @@
+"""tools/train_net.py end to end at a tiny size: train, kill and resume, 2 CPU processes,
+--eval-only, and a clear stop on a non-finite loss."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sharp_fpn.data import convert_dsb2018, make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
+    "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "64",
+    "INPUT.MAX_SIZE_TEST", "96", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "TEST.DETECTIONS_PER_IMAGE", "20",
+    "SOLVER.WARMUP_ITERS", "1", "TEST.EVAL_PERIOD", "0",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dsb")
+    make_synthetic_dataset(root / "stage", num_images=4, size=(64, 64), seed=0)
+    convert_dsb2018(root / "stage", root / "ann", val_fraction=0.5, seed=0)
+    return root
+
+
+def train_net(data, out, *extra, opts=(), wait=True, env=None):
+    cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config", "demo_sharp_R18_cpu.yaml",
+           "--train-json", str(data / "ann" / "train.json"), "--test-json", str(data / "ann" / "val.json"),
+           "--image-root", str(data / "stage"), *extra, *TINY, "OUTPUT_DIR", str(out), *opts]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_train_then_eval_only(data, tmp_path):
+    out = tmp_path / "run"
+    run = train_net(data, out, opts=["SOLVER.MAX_ITER", "3"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (out / "model_final.pth").is_file() and (out / "config.yaml").is_file()
+    assert list((out).glob("events.out.tfevents.*")), "TensorBoard events are written"
+    metrics = json.loads((out / "inference" / "sharp_fpn_json_test" / "metrics.json").read_text())
+    assert {"bbox", "segm", "nuclei"} <= set(metrics)
+
+    again = train_net(data, tmp_path / "eval", "--eval-only", opts=["MODEL.WEIGHTS", str(out / "model_final.pth")])
+    assert again.returncode == 0, again.stdout + again.stderr
+    evaluated = json.loads((tmp_path / "eval" / "inference" / "sharp_fpn_json_test" / "metrics.json").read_text())
+    assert evaluated["nuclei"]["dsb_score"] == pytest.approx(metrics["nuclei"]["dsb_score"])
+    assert not list((tmp_path / "eval").glob("model_*.pth")), "--eval-only does not train"
+
+
+def test_resume_after_kill(data, tmp_path):
+    out = tmp_path / "run"
+    proc = train_net(data, out, opts=["SOLVER.MAX_ITER", "200", "SOLVER.CHECKPOINT_PERIOD", "2"], wait=False)
+    deadline = time.time() + 300
+    while not (out / "model_0000003.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    last = (out / "last_checkpoint").read_text().strip()
+    assert last.startswith("model_0"), proc.stdout.read()
+    saved_at = int(last[len("model_"):-len(".pth")])
+
+    resumed = train_net(data, out, "--resume", opts=["SOLVER.MAX_ITER", str(saved_at + 4)])
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log
+    # It continues right after the last checkpoint the killed run left, not from zero.
+    assert f"Loading from {out / last}" in log
+    assert f"Starting training from iteration {saved_at + 1}" in log
+    assert (out / "model_final.pth").is_file()
+
+
+def test_two_cpu_processes(data, tmp_path):
+    out = tmp_path / "ddp"
+    run = train_net(data, out, "--num-gpus", "2", opts=["SOLVER.MAX_ITER", "2"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "world size: 2" in (run.stdout + run.stderr).lower() or "Rank of current process: 0. World size: 2" in (out / "log.txt").read_text()
+    assert (out / "model_final.pth").is_file()
+
+
+def test_non_finite_loss_is_a_clear_error(data, tmp_path):
+    run = train_net(data, tmp_path / "nan", opts=["SOLVER.MAX_ITER", "20", "SOLVER.BASE_LR", "1e12"])
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training stopped, it diverged: ") and "Inf" in last or "NaN" in last
+    assert "SOLVER.BASE_LR" in last
+
+
+def test_missing_json_is_one_line(data, tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "train_net.py"), "--config", "demo_sharp_R18_cpu",
+                          "--train-json", str(tmp_path / "nope.json"), "MODEL.DEVICE", "cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nope.json'}: dataset JSON not found"
