@@ -316,9 +316,9 @@ def test_cli_as_a_program(tmp_path):
 
 
 def test_strict_stops_the_process_pool(tmp_path):
-    ids = make_synthetic_dataset(tmp_path / "stage", num_images=6, size=(32, 32), overlap_probability=0.0)
-    bad_mask = _mask_path(tmp_path / "stage", ids[1])
-    _write(bad_mask, np.zeros((32, 32), np.uint8))
+    stage_dir = tmp_path / "stage"
+    ids = make_synthetic_dataset(stage_dir, num_images=coco_export.MIN_IMAGES_FOR_POOL, size=(32, 32), overlap_probability=0)
+    _write(_mask_path(stage_dir, ids[1]), np.zeros((32, 32), np.uint8))
     with pytest.raises(DatasetError, match="empty_mask"):
-        convert_dsb2018(tmp_path / "stage", tmp_path / "out", strict=True, workers=2)
+        convert_dsb2018(stage_dir, tmp_path / "out", strict=True, workers=2)
     assert not (tmp_path / "out").exists()

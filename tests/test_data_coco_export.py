@@ -8,7 +8,7 @@ import pycocotools.mask as mask_util
 import pytest
 from pycocotools.coco import COCO
 
-from sharp_fpn.data.coco_export import convert_dsb2018, mask_to_polygons
+from sharp_fpn.data.coco_export import MIN_IMAGES_FOR_POOL, convert_dsb2018, mask_to_polygons
 from sharp_fpn.data.kaggle_rle import kaggle_rle_encode
 from sharp_fpn.data.synthetic import make_synthetic_dataset
 
@@ -153,7 +153,9 @@ def test_labels_csv_gives_the_same_masks(stage, converted, tmp_path, with_size):
         assert [a["segmentation"] for a in got["annotations"]] == [a["segmentation"] for a in expected["annotations"]]
 
 
-def test_process_pool_gives_the_same_json(stage, converted, tmp_path):
-    stage_dir, _ = stage
-    convert_dsb2018(stage_dir, tmp_path, val_fraction=1 / 3, workers=2)
-    assert _load(tmp_path / "train.json") == converted[1]
+def test_process_pool_gives_the_same_json(tmp_path):
+    make_synthetic_dataset(tmp_path / "stage", num_images=MIN_IMAGES_FOR_POOL, size=(32, 32))
+    convert_dsb2018(tmp_path / "stage", tmp_path / "serial", workers=1)
+    convert_dsb2018(tmp_path / "stage", tmp_path / "pool", workers=2)
+    for part in ("train.json", "val.json"):
+        assert _load(tmp_path / "pool" / part) == _load(tmp_path / "serial" / part)

@@ -93,8 +93,9 @@ def test_no_overlap_when_asked(tmp_path):
         assert coverage.max() == 1
 
 
-def test_styles_argument(tmp_path):
-    ids = make_synthetic_dataset(tmp_path, num_images=2, size=(32, 32), styles=("grey16_tif",))
+def test_styles_argument_and_square_size(tmp_path):
+    ids = make_synthetic_dataset(tmp_path, num_images=2, size=32, styles=("grey16_tif",))
+    assert load_image_array(tmp_path / ids[0] / "images" / f"{ids[0]}.tif").shape == (32, 32)
     assert all((tmp_path / i / "images" / f"{i}.tif").is_file() for i in ids)
     with pytest.raises(ValueError, match="styles"):
         make_synthetic_dataset(tmp_path, num_images=1, styles=("jpeg",))

@@ -29,6 +29,8 @@ from .issues import DatasetError, Issue
 from .split import read_id_list, split_ids
 
 NUCLEUS_CATEGORY = {"id": 1, "name": "nucleus", "supercategory": "nucleus"}
+# Below this many images, starting worker processes costs more than it saves.
+MIN_IMAGES_FOR_POOL = 16
 
 
 def rle_to_json(rle: dict) -> dict:
@@ -79,7 +81,7 @@ def _convert_sample(sample: Dsb2018Sample, polygons: bool) -> tuple[ImageRecord,
 def _map_samples(samples: list[Dsb2018Sample], polygons: bool, workers: int) -> Iterator[tuple[ImageRecord, list[dict]]]:
     """Results in input order, from a pool of ``workers`` processes when that pays."""
     convert = functools.partial(_convert_sample, polygons=polygons)
-    if workers <= 1 or len(samples) < 4:
+    if workers <= 1 or len(samples) < MIN_IMAGES_FOR_POOL:
         yield from map(convert, samples)
         return
     # fork, not spawn: a spawned worker would re-import torch and Detectron2 (seconds each).

@@ -23,8 +23,8 @@ _PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 def make_synthetic_dataset(
     root: str | os.PathLike,
     num_images: int = 12,
-    size: tuple[int, int] = (128, 128),
-    max_size: tuple[int, int] | None = None,
+    size: int | tuple[int, int] = (128, 128),
+    max_size: int | tuple[int, int] | None = None,
     seed: int = 0,
     styles: tuple[str, ...] = IMAGE_STYLES,
     overlap_probability: float = 0.03,
@@ -33,8 +33,9 @@ def make_synthetic_dataset(
     return the ids in order.
 
     Args:
-        size: (height, width) of every image, or the smallest when ``max_size`` is given; then
-            each image's height and width are drawn from [size, max_size].
+        size: (height, width) of every image (an int for squares), or the smallest when
+            ``max_size`` is given; then each image's height and width are drawn from
+            [size, max_size].
         styles: file kinds to cycle through, from :data:`IMAGE_STYLES`.
         overlap_probability: chance that a nucleus placed against others keeps its overlap
             rather than being trimmed to touch; 0 gives non-overlapping masks.
@@ -46,7 +47,7 @@ def make_synthetic_dataset(
     ids = []
     for index in range(num_images):
         rng = np.random.default_rng([seed, index])
-        low, high = np.asarray(size), np.asarray(max_size if max_size is not None else size)
+        low, high = np.broadcast_to(size, 2), np.broadcast_to(max_size if max_size is not None else size, 2)
         height, width = (int(rng.integers(lo, hi + 1)) for lo, hi in zip(low, high))
         masks = _place_nuclei(rng, height, width, overlap_probability)
         image_id = f"synthetic-s{seed}-{index:04d}"
