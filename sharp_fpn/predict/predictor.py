@@ -46,7 +46,8 @@ class Prediction:
     decreasing score; objects do not overlap. scores: (n,) float32, ``scores[k - 1]`` for label
     k. image: HxWx3 uint8 RGB, the normalised image (before any resize), for overlays.
     intensity: HxW, the image as stored (alpha dropped, colour channels averaged), for the
-    per-object mean intensity. source: the file it came from, if any.
+    per-object mean intensity. source: the file it came from, if any. scale: (x, y) factor from
+    file pixels to model input pixels. num_tiles: model passes the image took (1: untiled).
     """
 
     labels: np.ndarray
