@@ -17,6 +17,7 @@ setup(
         "pycocotools>=2.0.6",
         "fvcore>=0.1.5",
         "tifffile>=2023.1",
+        "imagecodecs>=2023.1",  # LZW/deflate TIFFs, the usual microscopy files
         "scikit-image>=0.21",
         "opencv-python-headless>=4.7",
         "tqdm>=4.60",

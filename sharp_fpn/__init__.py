@@ -5,6 +5,7 @@ with Detectron2.
 """
 from . import _quiet  # noqa: F401  (first: silences known third-party deprecation noise)
 from .config import add_sharp_fpn_config, get_sharp_cfg
+from .data import register as _datasets  # noqa: F401  (registers the dsb2018_* datasets)
 from .modeling import SkipSchemeFPN  # noqa: F401  (registers the backbones)
 from .schemes import SCHEMES, build_scheme, canonical_name
 

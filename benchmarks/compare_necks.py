@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Train several necks with identical settings on converted Dsb2018 data and compare them.
+
+    # CPU, a narrow R-18 at small scale (fits ~25 min per neck on 2 cores):
+    python benchmarks/compare_necks.py --train-json ann/train.json --val-json ann/val.json \
+        --image-root STAGE_DIR --config demo_sharp_R18_cpu.yaml --max-iter 1000 --output-dir out/cpu
+    # GPU, the paper's R-101 necks:
+    python benchmarks/compare_necks.py ... --config mask_rcnn_sharp_R101.yaml --device cuda \
+        --max-iter 600 SOLVER.IMS_PER_BATCH 8 SOLVER.AMP.ENABLED True
+
+Only MODEL.SHARP_FPN.SCHEME differs between runs. Prints a markdown table (DSB score, segm AP,
+AP50, foreground pixel IoU/Dice, F1, train time) and writes compare_necks.json; the device is
+named in both.
+"""
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+
+from sharp_fpn import get_sharp_cfg
+from sharp_fpn.engine import Trainer, register_json_datasets
+
+COLUMNS = (("nuclei", "dsb_score"), ("segm", "AP"), ("segm", "AP50"), ("bbox", "AP"),
+           ("nuclei", "fg_iou"), ("nuclei", "fg_dice"), ("nuclei", "f1@0.5"))
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def train_and_evaluate(args, scheme: str) -> dict:
+    out = Path(args.output_dir) / scheme
+    cfg = get_sharp_cfg(args.config, ["MODEL.DEVICE", args.device, "OUTPUT_DIR", str(out),
+                                      "SOLVER.MAX_ITER", str(args.max_iter), "SEED", str(args.seed),
+                                      *args.opts, "MODEL.SHARP_FPN.SCHEME", scheme])
+    cfg.SOLVER.STEPS = tuple(sorted({max(1, int(args.max_iter * f)) for f in (0.75, 0.92)} - {args.max_iter}))
+    cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, args.max_iter // 2)
+    cfg.SOLVER.CHECKPOINT_PERIOD = args.max_iter
+    cfg.TEST.EVAL_PERIOD = 0
+    register_json_datasets(cfg, args.train_json, args.val_json, args.image_root)
+    cfg.freeze()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(cfg.dump())
+    seed_all_rng(args.seed)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    started = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - started
+    results = Trainer.test(cfg, trainer.model)
+    row = {f"{task}/{key}": float(results[task][key]) for task, key in COLUMNS}
+    row.update(scheme=scheme, train_seconds=round(train_seconds, 1),
+               params_M=round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 2))
+    return row
+
+
+def markdown(rows, header) -> str:
+    keys = [f"{t}/{k}" for t, k in COLUMNS]
+    lines = [header, "", "| neck | params (M) | train time (s) | " + " | ".join(keys) + " |",
+             "|---" * (3 + len(keys)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['scheme']} | {r['params_M']} | {r['train_seconds']:.0f} | "
+                     + " | ".join(f"{r[k]:.4f}" if "nuclei" in k else f"{r[k]:.2f}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-json", required=True, help="converted COCO JSON to train on")
+    p.add_argument("--val-json", required=True, help="converted COCO JSON to evaluate on")
+    p.add_argument("--image-root", required=True, help="the STAGE_DIR the JSONs were converted from")
+    p.add_argument("--config", default="demo_sharp_R18_cpu.yaml", help="base config (default: %(default)s)")
+    p.add_argument("--schemes", nargs="+", default=["plain", "sharp"], help="necks (default: plain sharp)")
+    p.add_argument("--max-iter", type=int, default=1000, help="iterations per neck (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every run (default: 0)")
+    p.add_argument("--output-dir", default="output/compare_necks", help="(default: %(default)s)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
+    args = p.parse_args(argv)
+    setup_logger(name="detectron2")
+    setup_logger(name="sharp_fpn")
+    if args.device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+    header = (f"Device: {device_name(args.device)}; config {args.config}; {args.max_iter} iterations per "
+              f"neck; overrides {' '.join(args.opts) or 'none'}; torch {torch.__version__}")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for scheme in args.schemes:  # results are written after each neck, so a cut-off run keeps them
+        rows.append(train_and_evaluate(args, scheme))
+        table = markdown(rows, header)
+        (out / "compare_necks.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+        (out / "compare_necks.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
