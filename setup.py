@@ -19,6 +19,7 @@ setup(
         "tifffile>=2023.1",
         "imagecodecs>=2023.1",  # LZW/deflate TIFFs, the usual microscopy files
         "scikit-image>=0.21",
+        "scipy>=1.9",
         "opencv-python-headless>=4.7",
         "tqdm>=4.60",
         "roifile>=2023.5",
