@@ -105,7 +105,7 @@ def test_resnet_bottom_up_from_config():
 
 
 @pytest.mark.parametrize("scheme", ["nested", "full_scale", "sharp"])
-@pytest.mark.parametrize("conv,conv_strides", [("separable", ()), ("1x1", ()), ("separable", (4,))])
+@pytest.mark.parametrize("conv,conv_strides", [("separable", ()), ("pw_dw", ()), ("1x1", ()), ("separable", (4,))])
 def test_cheaper_convs_keep_the_grid_and_train(scheme, conv, conv_strides):
     torch.manual_seed(0)
     literal = neck(scheme)
