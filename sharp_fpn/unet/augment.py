@@ -15,6 +15,7 @@ from torch import Tensor
 from .data import PIXEL_MEAN, PIXEL_STD
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 HUE_DEGREES = 20.0  # hue turn drawn from +-20 degrees
 SATURATION = 0.3  # saturation scale from 1 +- 0.3
@@ -51,7 +52,6 @@ def colour_jitter(images: Tensor, generator: Optional[torch.Generator] = None) -
     """Per image, one of: HSV-like shift (hue turn, saturation scale, value shift) or
     brightness-contrast change. ``images`` RGB in [0, 1]; the result is clipped to [0, 1]."""
     n, device, dtype = images.shape[0], images.device, images.dtype
-    to_yiq = _RGB_TO_YIQ.to(device, dtype)
     angle = _uniform(n, math.radians(HUE_DEGREES), generator, device).to(dtype)
     scale = 1 + _uniform(n, SATURATION, generator, device).to(dtype)
     chroma = torch.zeros(n, 3, 3, device=device, dtype=dtype)
@@ -59,7 +59,7 @@ def colour_jitter(images: Tensor, generator: Optional[torch.Generator] = None) -
     chroma[:, 1, 1] = chroma[:, 2, 2] = scale * angle.cos()
     chroma[:, 1, 2] = -scale * angle.sin()
     chroma[:, 2, 1] = scale * angle.sin()
-    colour = torch.linalg.inv(to_yiq) @ chroma @ to_yiq  # (n, 3, 3) in RGB
+    colour = _YIQ_TO_RGB.to(device, dtype) @ chroma @ _RGB_TO_YIQ.to(device, dtype)  # (n, 3, 3) in RGB
     hsv = torch.einsum("nij,njhw->nihw", colour, images) + _uniform(n, VALUE, generator, device).view(-1, 1, 1, 1)
 
     gain = 1 + _uniform(n, CONTRAST, generator, device).view(-1, 1, 1, 1)

@@ -37,13 +37,15 @@ class DeepSupervisionLoss(nn.Module):
 
     def forward(self, output: UNetOutput, target: Tensor) -> Dict[str, Tensor]:
         target = target.float()
-        seg = [self.seg_loss(logits, pooled_target(target, logits.shape[-2:])) for logits in output.logits.values()]
+        seg = [  # in float32 even under autocast: the Lovasz sort and the log terms need it
+            self.seg_loss(logits.float(), pooled_target(target, logits.shape[-2:])) for logits in output.logits.values()
+        ]
         losses = {"loss_seg": torch.stack(seg).mean()}
         if output.objectness:
             # BCE on the softmax of 2 logits against one-hot targets (the seed's choice) equals
             # the 2-class cross-entropy, which is the numerically stable way to write it.
             present = target.flatten(1).amax(dim=1).long()  # 1 where the image holds foreground
-            cls = [F.cross_entropy(logits, present) for logits in output.objectness.values()]
+            cls = [F.cross_entropy(logits.float(), present) for logits in output.objectness.values()]
             losses["loss_cgm"] = self.cgm_weight * torch.stack(cls).mean()
         return losses
 
