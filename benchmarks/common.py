@@ -2,8 +2,9 @@
 
 Every speed is measured against plain FPN in the same run: the variants' calls are interleaved
 (one call of each per round, in a shuffled order), and each variant's time is divided by plain's
-time from the same round; the tables report the median of those ratios. On a shared machine
-this cancels most of the drift in load. MACs are counted with fvcore, which counts one
+time from the same round; the tables report the median of those ratios, in wall time and in
+the process's CPU time. On a shared machine this cancels most of the drift in load, and the CPU
+time leaves out the waits for a core. MACs are counted with fvcore, which counts one
 multiply-add as one flop, so its "flops" are MACs (GMAC = 1e9 multiply-adds).
 """
 import datetime
@@ -314,45 +315,53 @@ def sync(device: str) -> None:
 
 
 def interleaved(calls: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1, seed: int = 0,
-                device: str = "cpu", log: Optional[Callable[[str], None]] = None) -> Dict[str, List[float]]:
-    """Seconds per call for each callable: ``warmup`` untimed rounds, then ``repeats`` rounds
-    that call each once, in a shuffled order (so no variant always runs after another)."""
+                device: str = "cpu", log: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, List[float]]]:
+    """Wall and CPU seconds per call for each callable: ``warmup`` untimed rounds, then
+    ``repeats`` rounds that call each once, in a shuffled order (so no variant always runs after
+    another). CPU time is this process's (all threads): on a shared machine it leaves out the
+    time spent waiting for a core, which wall time does not."""
     rng = random.Random(seed)
     names = list(calls)
     for _ in range(warmup):
         for name in names:
             calls[name]()
-    times: Dict[str, List[float]] = {name: [] for name in names}
+    times: Dict[str, Dict[str, List[float]]] = {name: {"wall": [], "cpu": []} for name in names}
     for r in range(repeats):
         order = names[:]
         rng.shuffle(order)
         for name in order:
             sync(device)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             calls[name]()
             sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name]["cpu"].append(time.process_time() - cpu)
+            times[name]["wall"].append(time.perf_counter() - wall)
         if log:
-            log(f"  round {r + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names))
+            log(f"  round {r + 1}/{repeats}: " + ", ".join(
+                f"{n} {times[n]['wall'][-1]:.2f}s ({times[n]['cpu'][-1]:.2f} cpu)" for n in names))
     return times
 
 
-def ratio_stats(times: Dict[str, List[float]], reference: str = "plain") -> Dict[str, Dict[str, float]]:
-    """Per name: median seconds and the median, min and max of the per-round ratio to ``reference``."""
+def ratio_stats(times: Dict[str, Dict[str, List[float]]], reference: str = "plain") -> Dict[str, Dict[str, float]]:
+    """Per name: median wall seconds, and the median, min and max of the per-round ratio to
+    ``reference`` in wall time (ratio*) and in CPU time (cpu_ratio*)."""
     out = {}
     for name, ts in times.items():
-        row = {"median_s": statistics.median(ts), "times_s": ts}
+        row = {"median_s": statistics.median(ts["wall"]), "median_cpu_s": statistics.median(ts["cpu"]),
+               "times_s": ts["wall"], "cpu_times_s": ts["cpu"]}
         if reference in times:
-            ratios = [t / r for t, r in zip(ts, times[reference])]
-            row.update(ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
+            for kind, prefix in (("wall", "ratio"), ("cpu", "cpu_ratio")):
+                ratios = [t / r for t, r in zip(ts[kind], times[reference][kind])]
+                row.update({prefix: statistics.median(ratios), f"{prefix}_min": min(ratios),
+                            f"{prefix}_max": max(ratios)})
         out[name] = row
     return out
 
 
-def fmt_ratio(row: Dict[str, float]) -> str:
-    if "ratio" not in row:
+def fmt_ratio(row: Dict[str, float], prefix: str = "ratio") -> str:
+    if prefix not in row:
         return "-"
-    return f"{row['ratio']:.2f} ({row['ratio_min']:.2f}-{row['ratio_max']:.2f})"
+    return f"{row[prefix]:.2f} ({row[prefix + '_min']:.2f}-{row[prefix + '_max']:.2f})"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -122,6 +122,9 @@ def main(argv=None):
         f"faster-coco-eval is {ratio:.1f}x faster in total. Largest difference: {agree['max_abs_diff_stats']:.2e} "
         f"over the 12 summary numbers, {agree['max_abs_diff_precision']:.2e} over the precision array.\n",
         common.markdown_table(["stat", "pycocotools", "faster-coco-eval"], stats_rows) + "\n",
+        "The summaries read the same precision and recall arrays, but pycocotools' summarize() takes AP "
+        "(the first number) at maxDets=100 whatever maxDets says, and faster-coco-eval at the largest "
+        "maxDets (500 here); the other numbers use the same maxDets in both.\n",
     ])
     print(md)
     payload = {"args": vars(args), "machine": info, "times_s": times, "median_s": summary, "speedup": ratio,

@@ -148,22 +148,23 @@ def markdown(args, info, results):
     out = [common.header("Neck cost: " + ", ".join(r["backbone"] for r in results), info)]
     out.append(f"GMAC from fvcore (1 flop = 1 multiply-add). Latencies at {args.size}x{args.size}, "
                f"{args.detections} detections per image; train step at {args.train_size}x{args.train_size}, "
-               f"batch {args.train_batch}. Times are medians; ratios are medians of per-round ratios to plain "
-               f"in the same run (min-max in brackets). Random weights, shipped configs (GN everywhere).\n")
+               f"batch {args.train_batch}. Times are median wall seconds; ratios are medians of per-round ratios "
+               f"to plain in the same run (min-max in brackets), in wall time and in this process's CPU time "
+               f"(which leaves out waits for a core on a shared machine). Random weights, shipped configs (GN everywhere).\n")
     for res in results:
         headers = ["neck", "form", "neck params (M)", "model params (M)"]
         headers += [f"neck GMAC @{s}" for s in args.sizes if f"neck_gmac_{s}" in res["rows"][0]]
         kinds = [k for k in ("neck", "model", "train") if k in res["rows"][0]]
         titles = {"neck": "neck alone", "model": "whole model", "train": "train step"}
         for k in kinds:
-            headers += [f"{titles[k]} (s)", f"{titles[k]} / plain"]
+            headers += [f"{titles[k]} (s)", f"{titles[k]} / plain (wall)", f"{titles[k]} / plain (CPU)"]
         table = []
         for r in res["rows"]:
             row = [r["variant"], r["note"], f"{r['neck_params'] / 1e6:.2f}" if "neck_params" in r else "-",
                    f"{r['model_params'] / 1e6:.2f}" if "model_params" in r else "-"]
             row += [f"{r[f'neck_gmac_{s}']:.1f}" for s in args.sizes if f"neck_gmac_{s}" in r]
             for k in kinds:
-                row += [f"{r[k]['median_s']:.3f}", common.fmt_ratio(r[k])]
+                row += [f"{r[k]['median_s']:.3f}", common.fmt_ratio(r[k]), common.fmt_ratio(r[k], "cpu_ratio")]
             table.append(row)
         bu = ", ".join(f"{v:.1f} @{s}" for s, v in res["bottom_up_gmac"].items())
         out.append(f"#### {res['backbone']}" + (f" (bottom-up GMAC: {bu})" if bu else "") + "\n")

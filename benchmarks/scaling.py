@@ -95,13 +95,14 @@ def size_part(args, info):
         row = [pt["side"], f"{pt['bottom_up_gmac']:.1f}"]
         row += [f"{pt['necks'][n]['gmac']:.1f}" for n in models]
         for kind in ("neck", "model") if args.model else ("neck",):
-            row += [f"{pt['necks'][n][kind]['median_s']:.2f} ({pt['necks'][n][kind].get('ratio', 1):.2f})"
-                    for n in models]
+            row += [f"{pt['necks'][n][kind]['median_s']:.2f} ({pt['necks'][n][kind].get('ratio', 1):.2f}, "
+                    f"{pt['necks'][n][kind].get('cpu_ratio', 1):.2f})" for n in models]
         rows.append(row)
     forms = "; ".join(f"{v.name}: {v.note}" for v in variants)
     md = "\n".join([common.header(f"Scaling with image side ({args.backbone})", info),
                     f"Necks: {forms}. GMAC from fvcore (1 flop = 1 multiply-add). Times: median seconds over "
-                    f"{args.repeats} interleaved rounds, (ratio to plain, median of per-round ratios)"
+                    f"{args.repeats} interleaved rounds, (ratio to plain in wall time, in CPU time; medians of "
+                    f"per-round ratios)"
                     + (f"; whole model with {args.detections} detections per image" if args.model else "") + ".\n",
                     common.markdown_table(headers, rows) + "\n"])
     print(md)
