@@ -168,6 +168,7 @@ def parse_args(argv=None):
     parser.add_argument("--time-limit-s", type=float, default=math.inf,
                         help="hard stop after the epoch that passes this many seconds (default: none)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast and channels-last (GPU speed)")
+    parser.add_argument("--prepare-only", action="store_true", help="only build the data cache (from a folder)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: %(default)s")
     parser.add_argument("--out", default="output/unet_runs", help="folder for one JSON per run (default: %(default)s)")
     return parser.parse_args(argv)
@@ -179,7 +180,11 @@ def main(argv=None):
     unknown = [r for r in args.runs.split(",") if r not in RUNS]
     if unknown:
         sys.exit(f"unet_reproduce.py: unknown runs {unknown}; choose from {', '.join(RUNS)}")
-    train, val = load_data(args.data, args.size, args.cache_dir).split(args.val_fraction, args.seed)
+    data = load_data(args.data, args.size, args.cache_dir)
+    if args.prepare_only:
+        print(f"{len(data)} images of {args.size}x{args.size} px, cached in {args.cache_dir}")
+        return
+    train, val = data.split(args.val_fraction, args.seed)
     os.makedirs(args.out, exist_ok=True)
     for name in args.runs.split(","):
         record = train_run(name, args, train, val)

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
@@ -22,8 +25,6 @@ def tiny_cfg(tmp_path, config="configs/unet_sharp_ds.yaml", *opts):
 
 
 def test_every_shipped_config_builds_its_model(tmp_path):
-    from pathlib import Path
-
     configs = sorted(Path("configs").glob("unet_*.yaml"))
     assert len(configs) >= 8
     for config in configs:
@@ -51,3 +52,8 @@ def test_detectron2_training_loop_runs_and_evaluates(tmp_path):
     results = UNetTrainer.test(cfg, trainer.model)
     assert 0 <= results["foreground"]["iou"] <= 100 and results["foreground"]["images"] == 3
     assert (tmp_path / "model_final.pth").is_file()
+
+
+def test_pruning_level_without_its_head_is_refused_at_build(tmp_path):
+    with pytest.raises(ValueError, match="PRUNE_LEVEL = 2 needs a head on X\\(0,2\\)"):
+        build_model(tiny_cfg(tmp_path, "configs/unet_sharp.yaml", "MODEL.UNET.PRUNE_LEVEL", "2"))

@@ -12,12 +12,11 @@ foreground IoU/Dice evaluator, Adam); every option is Detectron2's own.
 import logging
 import sys
 
+import sharp_fpn  # noqa: F401  (first: registers everything, quiets known deprecation noise)
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
-
-import sharp_fpn  # noqa: F401  (registers everything)
 from sharp_fpn.unet import add_unet_config
 from sharp_fpn.unet.trainer import UNetTrainer
 

@@ -36,6 +36,11 @@ class SemanticUNet(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"MODEL.UNET.DS_MODE = {mode!r}; valid: {', '.join(MODES)}")
+        if prune_level and (0, prune_level) not in net.supervised:
+            raise ValueError(
+                f"MODEL.UNET.PRUNE_LEVEL = {prune_level} needs a head on X(0,{prune_level}): use the nested or sharp "
+                f"scheme with MODEL.UNET.DEEP_SUPERVISION True (model: {net.extra_repr()})"
+            )
         self.net = net
         self.criterion = criterion
         self.mode = mode

@@ -162,10 +162,6 @@ class SchemeUNet(nn.Module):
                 out.objectness[node] = self.cgms[key](maps[node])
         return out
 
-    @property
-    def final_node(self) -> Node:
-        return self.scheme.output(0)
-
     def extra_repr(self) -> str:
         return (
             f"scheme={self.scheme.name}, levels={self.scheme.levels}, filters={self.filters}, "
