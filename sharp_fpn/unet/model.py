@@ -93,24 +93,23 @@ class SchemeUNet(nn.Module):
         self.branches = nn.ModuleDict()  # g, one per full-scale source node
         self.decoder = nn.ModuleDict()
         for node, edges in scheme.inputs.items():
-            fused = 0
-            for edge in edges:
-                fused += self._edge_channels(edge, channels)
-            width = self.filters[node[0]]
-            self.decoder[node_key(node)] = VGGBlock(fused, width)
-            channels[node] = width
+            fused = sum(self._edge_channels(edge, channels) for edge in edges)
+            self.decoder[node_key(node)] = VGGBlock(fused, self.filters[node[0]])
+            channels[node] = self.filters[node[0]]
 
+        self.supervised = supervised_nodes(scheme, deep_supervision)
         self.heads = nn.ModuleDict()
         self.cgms = nn.ModuleDict()
-        for node in supervised_nodes(scheme, deep_supervision):
+        for node in self.supervised:
             kernel = 1 if node[0] == 0 else 3  # seed §2.2: 1x1 on the first row, 3x3 below
             self.heads[node_key(node)] = nn.Conv2d(channels[node], num_classes, kernel, padding=kernel // 2)
             if cgm:
                 self.cgms[node_key(node)] = build_cgm(channels[node], deep=node[0] >= scheme.levels - 2)
-        self.supervised = supervised_nodes(scheme, deep_supervision)
-        self.out_channels = dict(channels)
+        self.out_channels = channels  # width of every node's feature map
 
     def _edge_channels(self, edge: Edge, channels: Dict[Node, int]) -> int:
+        """Channels an edge brings to its node; builds the source's g the first time a branch
+        edge needs it (one g per source node, shared by every node it feeds)."""
         if not (edge.branch and self.branch_channels):
             return channels[edge.src]
         key = node_key(edge.src)
