@@ -5,7 +5,7 @@ A plain PyTorch loop over the package's own pieces (models, hybrid loss, deep su
 augmentation, metrics) with the seed's protocol: 96x96 images, 80/20 split, Adam (lr 1e-3,
 weight decay 1e-4), cosine annealing per step, RandomRotate90/flips/colour augmentation,
 done on batched tensors on the device. It needs only PyTorch and NumPy, so it also runs on a
-GPU box without Detectron2; tools/train_unet.py is the Detectron2 route to the same models.
+GPU box without Detectron2; tools/train_net.py with configs/unet_*.yaml is the Detectron2 route to the same models.
 
     python benchmarks/unet_reproduce.py --data output/cache/dsb2018_semantic_96px_*.npz \
         --runs unet,unet#_ds --epochs 100 --device cuda --out output/unet_runs.json

@@ -66,10 +66,13 @@ def resolve_config_path(name: str) -> Path:
 
 
 def get_sharp_cfg(config_file: str = None, opts: Sequence[str] = ()) -> CN:
-    """Detectron2's defaults + sharp_fpn's keys, merged with a yaml (path or shipped name) and
+    """Detectron2's defaults + sharp_fpn's keys (FPN necks and UNet family), merged with a yaml (path or shipped name) and
     ``KEY VALUE`` overrides; checked with :func:`check_config`. Not frozen."""
+    from .unet.config import add_unet_config
+
     cfg = get_cfg()
     add_sharp_fpn_config(cfg)
+    add_unet_config(cfg)
     if config_file:
         cfg.merge_from_file(str(resolve_config_path(config_file)))
     cfg.merge_from_list(list(opts))

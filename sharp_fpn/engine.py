@@ -69,7 +69,7 @@ class Trainer(DefaultTrainer):
 
 def load_model_for_eval(cfg):
     """Build the model of ``cfg`` and load ``MODEL.WEIGHTS`` (a local file) for evaluation."""
-    model = Trainer.build_model(cfg)
+    model = trainer_class(cfg).build_model(cfg)
     SharpCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
     if comm.get_world_size() > 1:
         model = create_ddp_model(model, **({"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}))
@@ -80,3 +80,12 @@ def set_cpu_threads(cfg):
     """Share the CPU between processes: torch otherwise starts one thread per core in each."""
     if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+
+
+def trainer_class(cfg):
+    """The trainer for ``cfg``'s model: :class:`Trainer`, or the UNet family's for SemanticUNet."""
+    if cfg.MODEL.META_ARCHITECTURE == "SemanticUNet":
+        from .unet.trainer import UNetTrainer
+
+        return UNetTrainer
+    return Trainer

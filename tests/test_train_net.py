@@ -99,3 +99,15 @@ def test_missing_json_is_one_line(data, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert run.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nope.json'}: dataset JSON not found"
+
+
+def test_unet_family_through_the_same_tool(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config", "unet_sharp_ds.yaml",
+         "DATASETS.DSB2018_SEMANTIC.ROOT", "synthetic", "DATASETS.DSB2018_SEMANTIC.CACHE_DIR", "",
+         "INPUT.UNET.SIZE", "32", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "MODEL.DEVICE", "cpu",
+         "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "copypaste: iou,dice,iou_pooled,dice_pooled" in run.stdout + run.stderr
+    assert (tmp_path / "model_final.pth").is_file()

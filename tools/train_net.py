@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Train or evaluate Mask R-CNN with a skip-scheme FPN (plain, ++, +++, #) on nuclei.
+"""Train or evaluate Mask R-CNN with a skip-scheme FPN (plain, ++, +++, #) on nuclei, or a
+model of the UNet family (configs/unet_*.yaml) for semantic segmentation.
 
     python tools/train_net.py --config mask_rcnn_sharp_R101.yaml
     python tools/train_net.py --config-file configs/mask_rcnn_plain_R50.yaml --num-gpus 2
     python tools/train_net.py --config mask_rcnn_sharp_R50 --eval-only MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config unet_sharp_ds.yaml DATASETS.DSB2018_SEMANTIC.ROOT STAGE_DIR
 
 Detectron2's usual flags and trailing KEY VALUE overrides all work.
 """
@@ -15,7 +17,7 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from sharp_fpn.engine import Trainer, load_model_for_eval, register_json_datasets, set_cpu_threads
+from sharp_fpn.engine import load_model_for_eval, register_json_datasets, set_cpu_threads, trainer_class
 
 
 def setup(args):
@@ -30,13 +32,14 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    trainer_cls = trainer_class(cfg)  # Mask R-CNN, or the UNet family (configs/unet_*.yaml)
     if args.eval_only:
         model = load_model_for_eval(cfg)
-        results = Trainer.test(cfg, model)
+        results = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
-    trainer = Trainer(cfg)
+    trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

@@ -1,4 +1,5 @@
-"""UNetTrainer: Detectron2's DefaultTrainer with the parts a semantic UNet changes.
+"""UNetTrainer: the Mask R-CNN :class:`~sharp_fpn.engine.Trainer` with the parts a semantic UNet
+changes (so it keeps CPU multi-process training and local weight import).
 
 Only the builders differ from Mask R-CNN training: the semantic Dsb2018 loaders, the
 foreground IoU/Dice evaluator and the seed's optimizer (Adam with weight decay; the cosine
@@ -6,14 +7,14 @@ schedule is Detectron2's own WarmupCosineLR, set in the config).
 """
 import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer
 from detectron2.solver.build import maybe_add_gradient_clipping
 
+from ..engine import Trainer
 from .evaluator import ForegroundEvaluator
 from .loader import SemanticMapper, register_semantic_dsb2018
 
 
-class UNetTrainer(DefaultTrainer):
+class UNetTrainer(Trainer):
     @classmethod
     def build_train_loader(cls, cfg):
         register_semantic_dsb2018(cfg)
