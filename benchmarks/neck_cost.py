@@ -41,7 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--train-size", type=int, default=256, help="image side of the training steps (default 256)")
     p.add_argument("--train-batch", type=int, default=1, help="images per training step (default 1)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing (default 1)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared machine more threads than free cores make "
+                   "OpenMP threads wait on each other, 3x slower here; 0: all cores)")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config overrides for every model")
     p.add_argument("--tag", default="", help="suffix of the output files (default: the backbones)")
     p.add_argument("--output-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),

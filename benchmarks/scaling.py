@@ -43,7 +43,9 @@ def parse_args(argv=None):
                    help="objects per image for --part eval (default: %(default)s)")
     p.add_argument("--eval-images", type=int, default=20, help="images per point of --part eval (default 20)")
     p.add_argument("--eval-size", type=int, default=512, help="image side for --part eval (default 512)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared machine more threads than free cores make "
+                   "OpenMP threads wait on each other, 3x slower here; 0: all cores)")
     p.add_argument("--output-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                    help="where the outputs go (default benchmarks/results)")
     return p.parse_args(argv)
