@@ -147,7 +147,10 @@ def neck_macs(backbone, feats, x) -> float:
 
 
 def markdown(args, info, results):
-    out = [common.header("Neck cost: " + ", ".join(r["backbone"] for r in results), info)]
+    what = {"params": "params", "macs": "GMAC", "neck": "neck latency", "model": "whole-model latency",
+            "train": "train step"}
+    title = ", ".join(what[m] for m in MEASURES if m in args.measure)
+    out = [common.header(f"Neck cost ({title}): " + ", ".join(r["backbone"] for r in results), info)]
     out.append(f"GMAC from fvcore (1 flop = 1 multiply-add). Latencies at {args.size}x{args.size}, "
                f"{args.detections} detections per image; train step at {args.train_size}x{args.train_size}, "
                f"batch {args.train_batch}. Times are median wall seconds; ratios are medians of per-round ratios "
