@@ -13,7 +13,7 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) benchmarks/neck_cost.py
+	$(PY) benchmarks/neck_cost.py --backbones R101 --measure params macs neck
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -53,3 +53,15 @@ def test_symbols_and_bad_names_from_the_command_line():
         get_sharp_cfg("mask_rcnn_plain_R50", ["MODEL.SHARP_FPN.FUSION", "max"])
     with pytest.raises(FileNotFoundError, match="mask_rcnn_sharp_R18"):
         resolve_config_path("mask_rcnn_sharp_R18")
+
+
+def test_cheap_conv_keys_reach_the_built_neck():
+    from detectron2.modeling import build_backbone
+
+    cfg = get_sharp_cfg("mask_rcnn_sharp_R50", ["MODEL.SHARP_FPN.CONV", "pw_dw", "MODEL.SHARP_FPN.ROW_CONV_CHANNELS", "64",
+                                                "MODEL.DEVICE", "cpu"])
+    cheap = build_backbone(cfg)
+    literal = build_backbone(get_sharp_cfg("mask_rcnn_sharp_R50", ["MODEL.DEVICE", "cpu"]))
+    assert (cheap.conv, cheap.row_conv_channels) == ("pw_dw", 64)
+    count = lambda m: sum(p.numel() for k, p in m.named_parameters() if not k.startswith("bottom_up"))  # noqa: E731
+    assert count(cheap) < count(literal)

@@ -29,6 +29,9 @@ def build_skip_scheme_neck(cfg, bottom_up) -> SkipSchemeFPN:
         branch_channels=sharp.BRANCH_CHANNELS,
         node_norm=sharp.NORM,
         upsample_mode=sharp.UPSAMPLE,
+        conv=sharp.CONV,
+        conv_strides=tuple(sharp.CONV_STRIDES),
+        row_conv_channels=sharp.ROW_CONV_CHANNELS,
     )
 
 
