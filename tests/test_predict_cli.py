@@ -98,3 +98,19 @@ def test_opts_override_the_config(cli, capsys, tmp_path):
     code, _, _ = run(cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
                      "--score-threshold", "0", "--device", "cpu", "--opts", "TEST.DETECTIONS_PER_IMAGE", "2")
     assert code == 0 and tifffile.imread(tmp_path / f"{image.stem}_labels.tif").max() <= 2
+
+
+def test_inputs_from_files_folders_and_globs(tmp_path):
+    from sharp_fpn.predict import expand_inputs
+
+    for sample in ("a", "b"):
+        (tmp_path / sample / "images").mkdir(parents=True)
+        (tmp_path / sample / "images" / f"{sample}.png").write_bytes(b"")
+        (tmp_path / sample / "images" / f"{sample}.tif").write_bytes(b"")
+        (tmp_path / sample / "images" / "notes.txt").write_bytes(b"")
+    files, problems = expand_inputs([str(tmp_path / "*" / "images"), str(tmp_path / "a" / "images" / "a.png"),
+                                     str(tmp_path / "*.jpg"), str(tmp_path / "missing")])
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        "a/images/a.png", "a/images/a.tif", "b/images/b.png", "b/images/b.tif"]  # no repeats
+    assert problems == [f"{tmp_path / '*.jpg'}: no image file matches this pattern",
+                        f"{tmp_path / 'missing'}: no such file or folder"]

@@ -46,20 +46,22 @@ class BatchResult:
 
 
 def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (their image files, not recursive) and globs (``**`` recurses) -> image
-    files in order, without repeats, and one message per input that gave nothing."""
+    """Files, folders (their image files, not recursive) and globs (``**`` recurses; a matched
+    folder gives its image files) -> image files in order, without repeats, and one message per
+    input that gave nothing."""
     files, problems, seen = [], [], set()
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = _images_in(path)
             if not found:
                 problems.append(f"{item}: no image files ({' '.join(IMAGE_EXTENSIONS)}) in this folder")
         elif path.is_file():
             found = [path]
         elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True)
-                           if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            found = []
+            for match in sorted(Path(p) for p in glob.glob(item, recursive=True)):
+                found += _images_in(match) if match.is_dir() else [match] if _is_image(match) else []
             if not found:
                 problems.append(f"{item}: no image file matches this pattern")
         else:
@@ -71,6 +73,14 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[str]]:
                 seen.add(key)
                 files.append(file)
     return files, problems
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _is_image(p))
 
 
 def output_names(files: Sequence[Path]) -> list[str]:
