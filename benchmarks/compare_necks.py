@@ -8,7 +8,9 @@
     python benchmarks/compare_necks.py ... --config mask_rcnn_sharp_R101.yaml --device cuda \
         --max-iter 600 SOLVER.IMS_PER_BATCH 8 SOLVER.AMP.ENABLED True
 
-Only MODEL.SHARP_FPN.SCHEME differs between runs. Prints a markdown table (DSB score, segm AP,
+A neck is a scheme name, optionally with MODEL.SHARP_FPN keys after a colon, e.g.
+``sharp:CONV=pw_dw`` or ``sharp:CONV=pw_dw,NODE_CHANNELS=128,BRANCH_CHANNELS=32``; only those keys
+differ between runs. Prints a markdown table (DSB score, segm AP,
 AP50, foreground pixel IoU/Dice, F1, train time) and writes compare_necks.json; the device is
 named in both.
 """
@@ -24,7 +26,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from sharp_fpn import get_sharp_cfg
-from sharp_fpn.engine import Trainer, register_json_datasets
+from sharp_fpn.engine import Trainer, register_json_datasets, set_cpu_threads
 
 COLUMNS = (("nuclei", "dsb_score"), ("segm", "AP"), ("segm", "AP50"), ("bbox", "AP"),
            ("nuclei", "fg_iou"), ("nuclei", "fg_dice"), ("nuclei", "f1@0.5"))
@@ -36,17 +38,30 @@ def device_name(device: str) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
-def train_and_evaluate(args, scheme: str) -> dict:
-    out = Path(args.output_dir) / scheme
+def neck_opts(neck: str) -> list:
+    """``"sharp:CONV=pw_dw,NODE_CHANNELS=128"`` -> the KEY VALUE list of MODEL.SHARP_FPN overrides."""
+    scheme, _, extra = neck.partition(":")
+    opts = ["MODEL.SHARP_FPN.SCHEME", scheme]
+    for item in filter(None, extra.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SystemExit(f"error: neck {neck!r}: expected KEY=VALUE after ':', got {item!r}")
+        opts += [f"MODEL.SHARP_FPN.{key.strip()}", value.strip()]
+    return opts
+
+
+def train_and_evaluate(args, neck: str) -> dict:
+    out = Path(args.output_dir) / neck.replace(":", "_").replace(",", "_").replace("=", "-")
     cfg = get_sharp_cfg(args.config, ["MODEL.DEVICE", args.device, "OUTPUT_DIR", str(out),
                                       "SOLVER.MAX_ITER", str(args.max_iter), "SEED", str(args.seed),
-                                      *args.opts, "MODEL.SHARP_FPN.SCHEME", scheme])
+                                      *args.opts, *neck_opts(neck)])
     cfg.SOLVER.STEPS = tuple(sorted({max(1, int(args.max_iter * f)) for f in (0.75, 0.92)} - {args.max_iter}))
     cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, args.max_iter // 2)
     cfg.SOLVER.CHECKPOINT_PERIOD = args.max_iter
     cfg.TEST.EVAL_PERIOD = 0
     register_json_datasets(cfg, args.train_json, args.val_json, args.image_root)
     cfg.freeze()
+    set_cpu_threads(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.dump())
     seed_all_rng(args.seed)
@@ -57,7 +72,7 @@ def train_and_evaluate(args, scheme: str) -> dict:
     train_seconds = time.perf_counter() - started
     results = Trainer.test(cfg, trainer.model)
     row = {f"{task}/{key}": float(results[task][key]) for task, key in COLUMNS}
-    row.update(scheme=scheme, train_seconds=round(train_seconds, 1),
+    row.update(scheme=neck, train_seconds=round(train_seconds, 1),
                params_M=round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 2))
     return row
 
@@ -78,7 +93,8 @@ def main(argv=None):
     p.add_argument("--val-json", required=True, help="converted COCO JSON to evaluate on")
     p.add_argument("--image-root", required=True, help="the STAGE_DIR the JSONs were converted from")
     p.add_argument("--config", default="demo_sharp_R18_cpu.yaml", help="base config (default: %(default)s)")
-    p.add_argument("--schemes", nargs="+", default=["plain", "sharp"], help="necks (default: plain sharp)")
+    p.add_argument("--necks", "--schemes", nargs="+", default=["plain", "sharp"],
+                   help="SCHEME[:KEY=VALUE,...] per run (default: plain sharp)")
     p.add_argument("--max-iter", type=int, default=1000, help="iterations per neck (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed for every run (default: 0)")
@@ -87,15 +103,18 @@ def main(argv=None):
     args = p.parse_args(argv)
     setup_logger(name="detectron2")
     setup_logger(name="sharp_fpn")
-    if args.device == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
-    header = (f"Device: {device_name(args.device)}; config {args.config}; {args.max_iter} iterations per "
-              f"neck; overrides {' '.join(args.opts) or 'none'}; torch {torch.__version__}")
+    for neck in args.necks:  # a bad neck stops here, not after the first neck's training
+        try:
+            get_sharp_cfg(args.config, ["MODEL.DEVICE", args.device, *args.opts, *neck_opts(neck)])
+        except (AssertionError, KeyError, ValueError) as e:
+            raise SystemExit(f"error: neck {neck!r}: {e}")
+    header = (f"Device: {device_name(args.device)}; config {args.config}; seed {args.seed}; {args.max_iter} "
+              f"iterations per neck; overrides {' '.join(args.opts) or 'none'}; torch {torch.__version__}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for scheme in args.schemes:  # results are written after each neck, so a cut-off run keeps them
-        rows.append(train_and_evaluate(args, scheme))
+    for neck in args.necks:  # results are written after each neck, so a cut-off run keeps them
+        rows.append(train_and_evaluate(args, neck))
         table = markdown(rows, header)
         (out / "compare_necks.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
         (out / "compare_necks.md").write_text(table + "\n")

@@ -7,14 +7,13 @@ import os
 import time
 from pathlib import Path
 
-import torch
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from .config import get_sharp_cfg
 from .data import convert_dsb2018, make_synthetic_dataset
-from .engine import Trainer, register_json_datasets
+from .engine import Trainer, register_json_datasets, set_cpu_threads
 
 DEMO_CONFIG = "demo_sharp_R18_cpu.yaml"
 REPORTED = (("segm", "AP50"), ("segm", "AP"), ("nuclei", "dsb_score"), ("nuclei", "f1@0.5"),
@@ -48,8 +47,7 @@ def run_demo(output_dir="demo_output", num_images=30, max_iter=None, seed=0, opt
     cfg.freeze()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     (Path(cfg.OUTPUT_DIR) / "config.yaml").write_text(cfg.dump())
-    # One core feeds the data loader; more model threads than cores spin and slow training down.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - cfg.DATALOADER.NUM_WORKERS))
+    set_cpu_threads(cfg)
 
     seed_all_rng(seed)
     untrained = Trainer.test(cfg, build_model(cfg))

@@ -77,9 +77,12 @@ def load_model_for_eval(cfg):
 
 
 def set_cpu_threads(cfg):
-    """Share the CPU between processes: torch otherwise starts one thread per core in each."""
-    if cfg.MODEL.DEVICE == "cpu" and comm.get_local_size() > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    """Share the CPU between training processes and their data-loader workers: torch otherwise
+    starts one thread per core in each process, and threads beyond the cores spin and slow down.
+    An explicit OMP_NUM_THREADS wins."""
+    if cfg.MODEL.DEVICE == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        free = (os.cpu_count() or 1) - cfg.DATALOADER.NUM_WORKERS * comm.get_local_size()
+        torch.set_num_threads(max(1, free // comm.get_local_size()))
 
 
 def trainer_class(cfg):

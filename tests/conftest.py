@@ -7,7 +7,9 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-# One thread: tiny models gain nothing from more, and threads spin when cores are shared.
+# One thread: tiny models gain nothing from more, and threads spin when cores are shared. The
+# variable keeps it so in subprocesses and past sharp_fpn.engine.set_cpu_threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 

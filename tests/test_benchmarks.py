@@ -103,3 +103,33 @@ def test_converter_speed_tiny(tmp_path):
     converter_speed.main([str(tmp_path / "stage"), "--workers", "1", "--output-dir", str(tmp_path / "out")])
     out = json.loads((tmp_path / "out" / "converter_speed.json").read_text())
     assert out["images"] == 2 and out["nuclei"] == 4 and out["mask_files"] == 4
+
+
+def test_compare_necks_neck_spec():
+    import compare_necks
+
+    assert compare_necks.neck_opts("sharp") == ["MODEL.SHARP_FPN.SCHEME", "sharp"]
+    assert compare_necks.neck_opts("sharp:CONV=pw_dw, NODE_CHANNELS=128") == [
+        "MODEL.SHARP_FPN.SCHEME", "sharp", "MODEL.SHARP_FPN.CONV", "pw_dw", "MODEL.SHARP_FPN.NODE_CHANNELS", "128"]
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        compare_necks.neck_opts("sharp:CONV")
+
+
+def test_compare_necks_trains_each_variant(tmp_path):
+    """Two short real trainings on converted synthetic nuclei; each row is its own neck's config."""
+    import compare_necks
+    from sharp_fpn.demo import make_demo_data
+
+    ann = make_demo_data(tmp_path / "data", num_images=5)
+    out = tmp_path / "cmp"
+    compare_necks.main(["--train-json", str(ann / "train.json"), "--val-json", str(ann / "val.json"),
+                        "--image-root", str(tmp_path / "data" / "stage1_train"), "--max-iter", "2",
+                        "--necks", "plain", "sharp:CONV=pw_dw", "--output-dir", str(out), *TINY,
+                        "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MIN_SIZE_TEST", "96", "DATALOADER.NUM_WORKERS", "0"])
+    rows = json.loads((out / "compare_necks.json").read_text())["rows"]
+    assert [r["scheme"] for r in rows] == ["plain", "sharp:CONV=pw_dw"]
+    assert rows[1]["params_M"] != rows[0]["params_M"]
+    assert all(0 <= r["nuclei/dsb_score"] <= 1 and r["train_seconds"] > 0 for r in rows)
+    assert "CONV: pw_dw" in (out / "sharp_CONV-pw_dw" / "config.yaml").read_text()
+    with pytest.raises(SystemExit, match="Non-existent key"):
+        compare_necks.main(["--train-json", "x", "--val-json", "y", "--image-root", "z", "--necks", "sharp:NOPE=1"])
