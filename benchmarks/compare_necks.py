@@ -10,14 +10,17 @@
 
 A neck is a scheme name, optionally with MODEL.SHARP_FPN keys after a colon, e.g.
 ``sharp:CONV=pw_dw`` or ``sharp:CONV=pw_dw,NODE_CHANNELS=128,BRANCH_CHANNELS=32``; only those keys
-differ between runs. Prints a markdown table (DSB score, segm AP,
-AP50, foreground pixel IoU/Dice, F1, train time) and writes compare_necks.json; the device is
-named in both.
+(and the seed) differ between runs. One seed says little: differences of a point are within
+seed noise at these budgets, so give several with --seeds, or run seeds as separate processes
+and merge them with --collect. Prints a markdown table (DSB score, segm AP, AP50, foreground
+pixel IoU/Dice, F1, train time; mean and s.d. over seeds) and writes compare_necks.json and
+compare_necks.md; the device is named in both.
 """
 import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -50,10 +53,14 @@ def neck_opts(neck: str) -> list:
     return opts
 
 
-def train_and_evaluate(args, neck: str) -> dict:
-    out = Path(args.output_dir) / neck.replace(":", "_").replace(",", "_").replace("=", "-")
+def run_dir(output_dir, neck: str, seed: int) -> Path:
+    return Path(output_dir) / neck.replace(":", "_").replace(",", "_").replace("=", "-") / f"seed{seed}"
+
+
+def train_and_evaluate(args, neck: str, seed: int) -> dict:
+    out = run_dir(args.output_dir, neck, seed)
     cfg = get_sharp_cfg(args.config, ["MODEL.DEVICE", args.device, "OUTPUT_DIR", str(out),
-                                      "SOLVER.MAX_ITER", str(args.max_iter), "SEED", str(args.seed),
+                                      "SOLVER.MAX_ITER", str(args.max_iter), "SEED", str(seed),
                                       *args.opts, *neck_opts(neck)])
     cfg.SOLVER.STEPS = tuple(sorted({max(1, int(args.max_iter * f)) for f in (0.75, 0.92)} - {args.max_iter}))
     cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, args.max_iter // 2)
@@ -64,7 +71,7 @@ def train_and_evaluate(args, neck: str) -> dict:
     set_cpu_threads(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.dump())
-    seed_all_rng(args.seed)
+    seed_all_rng(seed)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     started = time.perf_counter()
@@ -72,35 +79,84 @@ def train_and_evaluate(args, neck: str) -> dict:
     train_seconds = time.perf_counter() - started
     results = Trainer.test(cfg, trainer.model)
     row = {f"{task}/{key}": float(results[task][key]) for task, key in COLUMNS}
-    row.update(scheme=neck, train_seconds=round(train_seconds, 1),
+    row.update(scheme=neck, seed=seed, train_seconds=round(train_seconds, 1),
                params_M=round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 2))
     return row
 
 
-def markdown(rows, header) -> str:
+def _metric(key: str, value: float) -> str:
+    return f"{value:.4f}" if key.startswith("nuclei") else f"{value:.2f}"
+
+
+def markdown(rows, header: str) -> str:
+    """One line per run; with several seeds of a neck, then its mean and sample s.d. over them."""
     keys = [f"{t}/{k}" for t, k in COLUMNS]
-    lines = [header, "", "| neck | params (M) | train time (s) | " + " | ".join(keys) + " |",
-             "|---" * (3 + len(keys)) + "|"]
+    lines = [header, "", "| neck | seed | params (M) | train time (s) | " + " | ".join(keys) + " |",
+             "|---" * (4 + len(keys)) + "|"]
     for r in rows:
-        lines.append(f"| {r['scheme']} | {r['params_M']} | {r['train_seconds']:.0f} | "
-                     + " | ".join(f"{r[k]:.4f}" if "nuclei" in k else f"{r[k]:.2f}" for k in keys) + " |")
+        lines.append(f"| {r['scheme']} | {r.get('seed', '-')} | {r['params_M']} | {r['train_seconds']:.0f} | "
+                     + " | ".join(_metric(k, r[k]) for k in keys) + " |")
+    necks = list(dict.fromkeys(r["scheme"] for r in rows))
+    if all(sum(r["scheme"] == n for r in rows) < 2 for n in necks):
+        return "\n".join(lines)
+    lines += ["", "Mean over seeds (sample standard deviation):", "",
+              "| neck | seeds | " + " | ".join(keys) + " |", "|---" * (2 + len(keys)) + "|"]
+    for neck in necks:
+        runs = [r for r in rows if r["scheme"] == neck]
+        cells = []
+        for k in keys:
+            values = [r[k] for r in runs]
+            sd = f" ± {_metric(k, statistics.stdev(values))}" if len(values) > 1 else ""
+            cells.append(_metric(k, statistics.mean(values)) + sd)
+        lines.append(f"| {neck} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_results(out: Path, header: str, rows) -> str:
+    table = markdown(rows, header)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare_necks.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    (out / "compare_necks.md").write_text(table + "\n")
+    return table
+
+
+def read_results(path: Path) -> dict:
+    try:
+        part = json.loads(path.read_text())
+        if not isinstance(part.get("rows"), list):
+            raise ValueError("no 'rows' list")
+        return part
+    except (OSError, ValueError, AttributeError) as e:
+        raise SystemExit(f"error: {path}: not a compare_necks.json ({e})")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-json", required=True, help="converted COCO JSON to train on")
-    p.add_argument("--val-json", required=True, help="converted COCO JSON to evaluate on")
-    p.add_argument("--image-root", required=True, help="the STAGE_DIR the JSONs were converted from")
+    p.add_argument("--train-json", help="converted COCO JSON to train on")
+    p.add_argument("--val-json", help="converted COCO JSON to evaluate on")
+    p.add_argument("--image-root", help="the STAGE_DIR the JSONs were converted from")
     p.add_argument("--config", default="demo_sharp_R18_cpu.yaml", help="base config (default: %(default)s)")
     p.add_argument("--necks", "--schemes", nargs="+", default=["plain", "sharp"],
                    help="SCHEME[:KEY=VALUE,...] per run (default: plain sharp)")
     p.add_argument("--max-iter", type=int, default=1000, help="iterations per neck (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed for every run (default: 0)")
+    p.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
+                   help="train every neck once per seed (default: 0)")
     p.add_argument("--output-dir", default="output/compare_necks", help="(default: %(default)s)")
+    p.add_argument("--collect", nargs="+", metavar="JSON",
+                   help="train nothing: merge compare_necks.json files of earlier runs (e.g. seeds run "
+                   "as separate processes) into one table in --output-dir")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = p.parse_args(argv)
+    out = Path(args.output_dir)
+    if args.collect:
+        parts = [read_results(Path(f)) for f in args.collect]
+        header = "\n".join(dict.fromkeys(part["header"] for part in parts))
+        print(write_results(out, header, [row for part in parts for row in part["rows"]]))
+        return
+    missing = [f"--{name}" for name in ("train-json", "val-json", "image-root") if not getattr(args, name.replace("-", "_"))]
+    if missing:
+        p.error(f"{', '.join(missing)} required (or --collect)")
     setup_logger(name="detectron2")
     setup_logger(name="sharp_fpn")
     for neck in args.necks:  # a bad neck stops here, not after the first neck's training
@@ -108,16 +164,13 @@ def main(argv=None):
             get_sharp_cfg(args.config, ["MODEL.DEVICE", args.device, *args.opts, *neck_opts(neck)])
         except (AssertionError, KeyError, ValueError) as e:
             raise SystemExit(f"error: neck {neck!r}: {e}")
-    header = (f"Device: {device_name(args.device)}; config {args.config}; seed {args.seed}; {args.max_iter} "
-              f"iterations per neck; overrides {' '.join(args.opts) or 'none'}; torch {torch.__version__}")
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    header = (f"Device: {device_name(args.device)}; config {args.config}; {args.max_iter} iterations per neck; "
+              f"overrides {' '.join(args.opts) or 'none'}; torch {torch.__version__}")
     rows = []
-    for neck in args.necks:  # results are written after each neck, so a cut-off run keeps them
-        rows.append(train_and_evaluate(args, neck))
-        table = markdown(rows, header)
-        (out / "compare_necks.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
-        (out / "compare_necks.md").write_text(table + "\n")
+    for seed in args.seeds:  # results are written after each run, so a cut-off run keeps them
+        for neck in args.necks:
+            rows.append(train_and_evaluate(args, neck, seed))
+            table = write_results(out, header, rows)
     print(table)
 
 
