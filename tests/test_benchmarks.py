@@ -1,6 +1,5 @@
 """Each benchmark script's core runs at a tiny size and writes its JSON and markdown."""
 import json
-import os
 import sys
 from pathlib import Path
 
