@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -186,42 +186,18 @@ def build_cfg(backbone: str, variant: Variant, size: int = 512, detections: int 
     ])
 
 
-def _neck_kwargs(cfg) -> Dict[str, object]:
-    sharp = cfg.MODEL.SHARP_FPN
-    return {"conv": sharp.CONV, "conv_strides": tuple(sharp.CONV_STRIDES), "row_conv_channels": sharp.ROW_CONV_CHANNELS}
-
-
-def _complete_neck(cfg, neck):
-    """``neck`` with every MODEL.SHARP_FPN option: rebuilt on the same bottom-up where the
-    registered builder did not pass one through (sharp_fpn/modeling/backbones.py)."""
-    from sharp_fpn.modeling.neck import SkipSchemeFPN
-
-    wanted = _neck_kwargs(cfg)
-    if all(getattr(neck, key, None) == value for key, value in wanted.items()):
-        return neck
-    sharp = cfg.MODEL.SHARP_FPN
-    return SkipSchemeFPN(
-        neck.bottom_up, neck.in_features, cfg.MODEL.FPN.OUT_CHANNELS, neck.scheme, norm=cfg.MODEL.FPN.NORM,
-        top_block=neck.top_block, fuse_type=cfg.MODEL.FPN.FUSE_TYPE, fusion=sharp.FUSION,
-        node_channels=sharp.NODE_CHANNELS, branch_channels=sharp.BRANCH_CHANNELS, node_norm=sharp.NORM,
-        upsample_mode=sharp.UPSAMPLE, **wanted,
-    ).to(next(neck.parameters()).device)
-
-
 def build_model(cfg):
-    """Detectron2's build_model, with a neck that has every MODEL.SHARP_FPN option."""
+    """Detectron2's build_model (the registered builders pass every MODEL.SHARP_FPN key through)."""
     from detectron2.modeling import build_model as d2_build_model
 
-    model = d2_build_model(cfg)
-    model.backbone = _complete_neck(cfg, model.backbone)
-    return model
+    return d2_build_model(cfg)
 
 
 def build_neck(cfg):
     """The configured backbone (bottom-up + neck) alone."""
     from detectron2.modeling import build_backbone
 
-    return _complete_neck(cfg, build_backbone(cfg))
+    return build_backbone(cfg)
 
 
 def count_params(module: torch.nn.Module) -> int:
