@@ -79,7 +79,9 @@ def train_and_evaluate(args, neck: str, seed: int) -> dict:
     train_seconds = time.perf_counter() - started
     results = Trainer.test(cfg, trainer.model)
     row = {f"{task}/{key}": float(results[task][key]) for task, key in COLUMNS}
-    row.update(scheme=neck, seed=seed, train_seconds=round(train_seconds, 1),
+    plain = cfg.MODEL.SHARP_FPN.SCHEME == "plain"  # FPN's top-down adds have no node convs
+    row.update(scheme=neck, conv="-" if plain else cfg.MODEL.SHARP_FPN.CONV, seed=seed,
+               train_seconds=round(train_seconds, 1),
                params_M=round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 2))
     return row
 
@@ -91,24 +93,24 @@ def _metric(key: str, value: float) -> str:
 def markdown(rows, header: str) -> str:
     """One line per run; with several seeds of a neck, then its mean and sample s.d. over them."""
     keys = [f"{t}/{k}" for t, k in COLUMNS]
-    lines = [header, "", "| neck | seed | params (M) | train time (s) | " + " | ".join(keys) + " |",
-             "|---" * (4 + len(keys)) + "|"]
+    lines = [header, "", "| neck | conv | seed | params (M) | train time (s) | " + " | ".join(keys) + " |",
+             "|---" * (5 + len(keys)) + "|"]
     for r in rows:
-        lines.append(f"| {r['scheme']} | {r.get('seed', '-')} | {r['params_M']} | {r['train_seconds']:.0f} | "
+        lines.append(f"| {r['scheme']} | {r['conv']} | {r['seed']} | {r['params_M']} | {r['train_seconds']:.0f} | "
                      + " | ".join(_metric(k, r[k]) for k in keys) + " |")
-    necks = list(dict.fromkeys(r["scheme"] for r in rows))
-    if all(sum(r["scheme"] == n for r in rows) < 2 for n in necks):
+    necks = list(dict.fromkeys((r["scheme"], r["conv"]) for r in rows))
+    if all(sum((r["scheme"], r["conv"]) == n for r in rows) < 2 for n in necks):
         return "\n".join(lines)
     lines += ["", "Mean over seeds (sample standard deviation):", "",
-              "| neck | seeds | " + " | ".join(keys) + " |", "|---" * (2 + len(keys)) + "|"]
+              "| neck | conv | seeds | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
     for neck in necks:
-        runs = [r for r in rows if r["scheme"] == neck]
+        runs = [r for r in rows if (r["scheme"], r["conv"]) == neck]
         cells = []
         for k in keys:
             values = [r[k] for r in runs]
             sd = f" ± {_metric(k, statistics.stdev(values))}" if len(values) > 1 else ""
             cells.append(_metric(k, statistics.mean(values)) + sd)
-        lines.append(f"| {neck} | {len(runs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {neck[0]} | {neck[1]} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

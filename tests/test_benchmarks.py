@@ -123,13 +123,13 @@ def test_compare_necks_trains_each_variant(tmp_path):
     out = tmp_path / "cmp"
     compare_necks.main(["--train-json", str(ann / "train.json"), "--val-json", str(ann / "val.json"),
                         "--image-root", str(tmp_path / "data" / "stage1_train"), "--max-iter", "2",
-                        "--necks", "plain", "sharp:CONV=pw_dw", "--seeds", "3", "--output-dir", str(out), *TINY,
+                        "--necks", "plain", "sharp:CONV=3x3", "--seeds", "3", "--output-dir", str(out), *TINY,
                         "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MIN_SIZE_TEST", "96", "DATALOADER.NUM_WORKERS", "0"])
     rows = json.loads((out / "compare_necks.json").read_text())["rows"]
-    assert [(r["scheme"], r["seed"]) for r in rows] == [("plain", 3), ("sharp:CONV=pw_dw", 3)]
+    assert [(r["scheme"], r["conv"], r["seed"]) for r in rows] == [("plain", "-", 3), ("sharp:CONV=3x3", "3x3", 3)]
     assert rows[1]["params_M"] != rows[0]["params_M"]
     assert all(0 <= r["nuclei/dsb_score"] <= 1 and r["train_seconds"] > 0 for r in rows)
-    assert "CONV: pw_dw" in (out / "sharp_CONV-pw_dw" / "seed3" / "config.yaml").read_text()
+    assert "CONV: 3x3" in (out / "sharp_CONV-3x3" / "seed3" / "config.yaml").read_text()
     with pytest.raises(SystemExit, match="Non-existent key"):
         compare_necks.main(["--train-json", "x", "--val-json", "y", "--image-root", "z", "--necks", "sharp:NOPE=1"])
 
@@ -137,7 +137,7 @@ def test_compare_necks_trains_each_variant(tmp_path):
 def test_compare_necks_collect_averages_seeds(tmp_path, capsys):
     import compare_necks
 
-    rows = [{"scheme": neck, "seed": seed, "params_M": 1.0, "train_seconds": 1.0,
+    rows = [{"scheme": neck, "conv": "-", "seed": seed, "params_M": 1.0, "train_seconds": 1.0,
              **{f"{t}/{k}": value for t, k in compare_necks.COLUMNS}}
             for neck, seed, value in [("plain", 0, 0.25), ("plain", 1, 0.75), ("sharp", 0, 0.5)]]
     for k, part in enumerate([rows[:2], rows[2:]]):
@@ -145,5 +145,5 @@ def test_compare_necks_collect_averages_seeds(tmp_path, capsys):
     compare_necks.main(["--collect", str(tmp_path / "0.json"), str(tmp_path / "1.json"), "--output-dir", str(tmp_path / "all")])
     table = (tmp_path / "all" / "compare_necks.md").read_text()
     assert table == capsys.readouterr().out
-    assert "| plain | 2 | 0.5000 ± 0.3536 |" in table and "| sharp | 1 | 0.5000 |" in table
+    assert "| plain | - | 2 | 0.5000 ± 0.3536 |" in table and "| sharp | - | 1 | 0.5000 |" in table
     assert len(json.loads((tmp_path / "all" / "compare_necks.json").read_text())["rows"]) == 3
