@@ -177,6 +177,7 @@ def build_cfg(backbone: str, variant: Variant, size: int = 512, detections: int 
     if backbone not in BACKBONES:
         raise SystemExit(f"error: unknown backbone {backbone!r}; known: {', '.join(BACKBONES)}")
     return get_sharp_cfg(f"mask_rcnn_plain_{backbone}", [
+        "MODEL.SHARP_FPN.CONV", "3x3",  # a variant is the literal form unless it names its CONV
         *variant.overrides(),
         "MODEL.DEVICE", device,
         "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(size),

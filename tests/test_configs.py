@@ -55,13 +55,13 @@ def test_symbols_and_bad_names_from_the_command_line():
         resolve_config_path("mask_rcnn_sharp_R18")
 
 
-def test_cheap_conv_keys_reach_the_built_neck():
+def test_conv_keys_reach_the_built_neck():
+    """pw_dw is the default form; CONV 3x3 selects Eq. 1's literal convs, at 3x the neck's size."""
     from detectron2.modeling import build_backbone
 
-    cfg = get_sharp_cfg("mask_rcnn_sharp_R50", ["MODEL.SHARP_FPN.CONV", "pw_dw", "MODEL.SHARP_FPN.ROW_CONV_CHANNELS", "64",
-                                                "MODEL.DEVICE", "cpu"])
-    cheap = build_backbone(cfg)
-    literal = build_backbone(get_sharp_cfg("mask_rcnn_sharp_R50", ["MODEL.DEVICE", "cpu"]))
-    assert (cheap.conv, cheap.row_conv_channels) == ("pw_dw", 64)
+    cheap = build_backbone(get_sharp_cfg("mask_rcnn_sharp_R50", ["MODEL.SHARP_FPN.ROW_CONV_CHANNELS", "64",
+                                                                 "MODEL.DEVICE", "cpu"]))
+    literal = build_backbone(get_sharp_cfg("mask_rcnn_sharp_R50", ["MODEL.SHARP_FPN.CONV", "3x3", "MODEL.DEVICE", "cpu"]))
+    assert (cheap.conv, cheap.row_conv_channels) == ("pw_dw", 64) and (literal.conv, literal.row_conv_channels) == ("3x3", 0)
     count = lambda m: sum(p.numel() for k, p in m.named_parameters() if not k.startswith("bottom_up"))  # noqa: E731
-    assert count(cheap) < count(literal)
+    assert 3 * count(cheap) < count(literal)
