@@ -154,7 +154,10 @@ def main(argv=None):
     if args.collect:
         parts = [read_results(Path(f)) for f in args.collect]
         header = "\n".join(dict.fromkeys(part["header"] for part in parts))
-        print(write_results(out, header, [row for part in parts for row in part["rows"]]))
+        rows = [row for part in parts for row in part["rows"]]
+        order = {neck: k for k, neck in enumerate(dict.fromkeys((r["scheme"], r["conv"]) for r in rows))}
+        rows.sort(key=lambda r: (order[r["scheme"], r["conv"]], r["seed"]))
+        print(write_results(out, header, rows))
         return
     missing = [f"--{name}" for name in ("train-json", "val-json", "image-root") if not getattr(args, name.replace("-", "_"))]
     if missing:
