@@ -29,6 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import sharp_fpn  # noqa: E402  (registers the backbones)
+from detectron2.modeling import build_backbone  # noqa: E402
 from sharp_fpn import get_sharp_cfg  # noqa: E402
 
 BACKBONES = ("R50", "R101", "VGG16")
@@ -140,10 +141,10 @@ def machine_info(device: str = "cpu") -> Dict[str, object]:
 def wide_plain_channels(match: str = "sharp", backbone: str = "R50") -> int:
     """ROW_CONV_CHANNELS (a multiple of 32, for GroupNorm) that brings the plain neck's parameter
     count closest to ``match``'s. The extra parameters do not depend on the bottom-up network."""
-    target = neck_params(build_cfg(backbone, ALL_VARIANTS[match]))
+    target = neck_params(build_backbone(build_cfg(backbone, ALL_VARIANTS[match])))
 
     def extra(width):
-        return neck_params(build_cfg(backbone, _v("wide_plain", "plain", ROW_CONV_CHANNELS=width)))
+        return neck_params(build_backbone(build_cfg(backbone, _v("wide_plain", "plain", ROW_CONV_CHANNELS=width))))
 
     # The parameter count is affine in the width: two probes give it exactly.
     a, b = extra(32), extra(64)
@@ -187,28 +188,13 @@ def build_cfg(backbone: str, variant: Variant, size: int = 512, detections: int 
     ])
 
 
-def build_model(cfg):
-    """Detectron2's build_model (the registered builders pass every MODEL.SHARP_FPN key through)."""
-    from detectron2.modeling import build_model as d2_build_model
-
-    return d2_build_model(cfg)
-
-
-def build_neck(cfg):
-    """The configured backbone (bottom-up + neck) alone."""
-    from detectron2.modeling import build_backbone
-
-    return build_backbone(cfg)
-
-
 def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def neck_params(cfg) -> int:
-    """Parameters of the neck alone: laterals, nodes, row convs, output convs."""
-    neck = build_neck(cfg)
-    return count_params(neck) - count_params(neck.bottom_up)
+def neck_params(backbone: torch.nn.Module) -> int:
+    """Parameters of a built backbone's neck alone: laterals, nodes, row convs, output convs."""
+    return count_params(backbone) - count_params(backbone.bottom_up)
 
 
 def backbone_macs(backbone: torch.nn.Module, size: int) -> Dict[str, float]:

@@ -28,6 +28,7 @@ import torch
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+import common
 from sharp_fpn import get_sharp_cfg
 from sharp_fpn.engine import Trainer, register_json_datasets, set_cpu_threads
 
@@ -86,6 +87,11 @@ def train_and_evaluate(args, neck: str, seed: int) -> dict:
     return row
 
 
+def neck_key(row: dict) -> tuple:
+    """Runs of one neck: same spec and conv form (a spec without CONV follows the default)."""
+    return row["scheme"], row["conv"]
+
+
 def _metric(key: str, value: float) -> str:
     return f"{value:.4f}" if key.startswith("nuclei") else f"{value:.2f}"
 
@@ -98,13 +104,13 @@ def markdown(rows, header: str) -> str:
     for r in rows:
         lines.append(f"| {r['scheme']} | {r['conv']} | {r['seed']} | {r['params_M']} | {r['train_seconds']:.0f} | "
                      + " | ".join(_metric(k, r[k]) for k in keys) + " |")
-    necks = list(dict.fromkeys((r["scheme"], r["conv"]) for r in rows))
-    if all(sum((r["scheme"], r["conv"]) == n for r in rows) < 2 for n in necks):
+    necks = list(dict.fromkeys(map(neck_key, rows)))
+    if all(sum(neck_key(r) == n for r in rows) < 2 for n in necks):
         return "\n".join(lines)
     lines += ["", "Mean over seeds (sample standard deviation):", "",
               "| neck | conv | seeds | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
     for neck in necks:
-        runs = [r for r in rows if (r["scheme"], r["conv"]) == neck]
+        runs = [r for r in rows if neck_key(r) == neck]
         cells = []
         for k in keys:
             values = [r[k] for r in runs]
@@ -112,14 +118,6 @@ def markdown(rows, header: str) -> str:
             cells.append(_metric(k, statistics.mean(values)) + sd)
         lines.append(f"| {neck[0]} | {neck[1]} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_results(out: Path, header: str, rows) -> str:
-    table = markdown(rows, header)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare_necks.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
-    (out / "compare_necks.md").write_text(table + "\n")
-    return table
 
 
 def read_results(path: Path) -> dict:
@@ -150,14 +148,15 @@ def main(argv=None):
                    "as separate processes) into one table in --output-dir")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = p.parse_args(argv)
-    out = Path(args.output_dir)
     if args.collect:
         parts = [read_results(Path(f)) for f in args.collect]
         header = "\n".join(dict.fromkeys(part["header"] for part in parts))
         rows = [row for part in parts for row in part["rows"]]
-        order = {neck: k for k, neck in enumerate(dict.fromkeys((r["scheme"], r["conv"]) for r in rows))}
-        rows.sort(key=lambda r: (order[r["scheme"], r["conv"]], r["seed"]))
-        print(write_results(out, header, rows))
+        order = {neck: k for k, neck in enumerate(dict.fromkeys(map(neck_key, rows)))}
+        rows.sort(key=lambda r: (order[neck_key(r)], r["seed"]))
+        table = markdown(rows, header)
+        common.write_outputs(args.output_dir, "compare_necks", {"header": header, "rows": rows}, table)
+        print(table)
         return
     missing = [f"--{name}" for name in ("train-json", "val-json", "image-root") if not getattr(args, name.replace("-", "_"))]
     if missing:
@@ -175,7 +174,8 @@ def main(argv=None):
     for seed in args.seeds:  # results are written after each run, so a cut-off run keeps them
         for neck in args.necks:
             rows.append(train_and_evaluate(args, neck, seed))
-            table = write_results(out, header, rows)
+            table = markdown(rows, header)
+            common.write_outputs(args.output_dir, "compare_necks", {"header": header, "rows": rows}, table)
     print(table)
 
 

@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
 
 TINY_OPTS = ["MODEL.RPN.PRE_NMS_TOPK_TRAIN", "50", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "20",
              "MODEL.RPN.PRE_NMS_TOPK_TEST", "50", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
@@ -57,9 +58,9 @@ def bench_neck(args, variant, device, amp):
     opts = ["SOLVER.AMP.ENABLED", str(amp)] + (TINY_OPTS if args.tiny else [])
     cfg = common.build_cfg(args.backbone, variant, args.size, args.detections, device=device, opts=opts)
     torch.manual_seed(0)
-    model = common.build_model(cfg)
+    model = build_model(cfg)
     params = common.count_params(model)
-    neck_params = common.count_params(model.backbone) - common.count_params(model.backbone.bottom_up)
+    neck_params = common.neck_params(model.backbone)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     cuda = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp and cuda)

@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
 
 MEASURES = ("params", "macs", "neck", "model", "train")
 
@@ -58,12 +59,11 @@ def run_backbone(args, backbone, variants):
     rows = {v.name: {"variant": v.name, "note": v.note, "overrides": v.overrides()} for v in variants}
     need_models = {"params", "macs", "neck", "model", "train"} & set(args.measure)
     torch.manual_seed(0)
-    models = {name: common.build_model(cfg).eval() for name, cfg in cfgs.items()} if need_models else {}
+    models = {name: build_model(cfg).eval() for name, cfg in cfgs.items()} if need_models else {}
 
     if "params" in args.measure:
         for name, model in models.items():
-            neck = common.count_params(model.backbone) - common.count_params(model.backbone.bottom_up)
-            rows[name].update(neck_params=neck, model_params=common.count_params(model))
+            rows[name].update(neck_params=common.neck_params(model.backbone), model_params=common.count_params(model))
 
     bottom_up_gmac = {}
     if "macs" in args.measure:

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
 from neck_cost import neck_macs  # noqa: E402
 from synthetic_results import coco_dataset, make_result_set  # noqa: E402
 
@@ -55,7 +56,7 @@ def size_part(args, info):
     names = ["plain"] + [v for v in args.variants if v != "plain"]
     variants = common.variants(names)
     torch.manual_seed(0)
-    models = {v.name: common.build_model(common.build_cfg(args.backbone, v, detections=args.detections)).eval()
+    models = {v.name: build_model(common.build_cfg(args.backbone, v, detections=args.detections)).eval()
               for v in variants}
     bottom_up = models["plain"].backbone.bottom_up
     from fvcore.nn import FlopCountAnalysis

@@ -7,6 +7,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from detectron2.modeling import build_backbone
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -52,7 +53,7 @@ def test_scaling_eval_tiny(tmp_path):
 
 def test_build_model_has_every_neck_option():
     variant = common.ALL_VARIANTS["sharp_sep"]
-    neck = common.build_neck(common.build_cfg("R50", variant, opts=["MODEL.SHARP_FPN.CONV_STRIDES", "[4]"]))
+    neck = build_backbone(common.build_cfg("R50", variant, opts=["MODEL.SHARP_FPN.CONV_STRIDES", "[4]"]))
     assert neck.conv == "separable" and neck.conv_strides == (4,)
     assert isinstance(neck.nodes["x0_1"].fuse, torch.nn.Sequential)
     assert not isinstance(neck.nodes["x1_1"].fuse, torch.nn.Sequential)
@@ -61,8 +62,8 @@ def test_build_model_has_every_neck_option():
 def test_wide_plain_matches_sharp_params():
     width = common.wide_plain_channels("sharp")
     wide = common.variants(["wide_plain"])[0]
-    target = common.neck_params(common.build_cfg("R50", common.ALL_VARIANTS["sharp"]))
-    got = common.neck_params(common.build_cfg("R50", wide))
+    target = common.neck_params(build_backbone(common.build_cfg("R50", common.ALL_VARIANTS["sharp"])))
+    got = common.neck_params(build_backbone(common.build_cfg("R50", wide)))
     assert width % 32 == 0 and abs(got - target) <= 16 * 4 * (2 * 9 * 256 + 2)  # half a GN step
 
 
@@ -144,6 +145,7 @@ def test_compare_necks_collect_averages_seeds(tmp_path, capsys):
         (tmp_path / f"{k}.json").write_text(json.dumps({"header": f"run {k}", "rows": part}))
     compare_necks.main(["--collect", str(tmp_path / "0.json"), str(tmp_path / "1.json"), "--output-dir", str(tmp_path / "all")])
     table = (tmp_path / "all" / "compare_necks.md").read_text()
-    assert table == capsys.readouterr().out
+    written = [tmp_path / "all" / f"compare_necks.{ext}" for ext in ("json", "md")]
+    assert capsys.readouterr().out == "".join(f"wrote {w}\n" for w in written) + table
     assert "| plain | - | 2 | 0.5000 ± 0.3536 |" in table and "| sharp | - | 1 | 0.5000 |" in table
     assert len(json.loads((tmp_path / "all" / "compare_necks.json").read_text())["rows"]) == 3
