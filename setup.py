@@ -15,6 +15,8 @@ setup(
         "torchvision>=0.16",
         "numpy>=1.23",
         "pycocotools>=2.0.6",
+        # COCO AP ~10x faster than pycocotools (the fallback); 1.8.0 fixed an RLE IoU indexing bug
+        "faster-coco-eval>=1.8.0; python_version >= '3.10'",
         "fvcore>=0.1.5",
         "tifffile>=2023.1",
         "imagecodecs>=2023.1",  # LZW/deflate TIFFs, the usual microscopy files

@@ -2,13 +2,11 @@
 F1 and foreground pixel IoU/Dice, all from one pass over the model's outputs."""
 
 import itertools
-import json
 import logging
 import math
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -20,15 +18,18 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
+from ..data.coco_export import write_json_files_atomic
 from .metrics import (
     ImageResult,
     coco_ap,
+    coco_backend_version,
     detection_scores,
     dsb_score,
     dsb_score_per_threshold,
     encode_masks,
     evaluate_image,
     foreground_scores,
+    resolve_coco_backend,
     segmentation_to_rle,
 )
 
@@ -52,6 +53,8 @@ class NucleiEvaluator(DatasetEvaluator):
     decision, so they keep only detections with score >= ``score_thresh``. Nuclei metrics are
     class-agnostic and skip crowd annotations. Ground truth comes from the dataset's dicts
     (COCO RLE or polygon segmentations), so no COCO JSON file is needed or cached.
+    ``coco_backend`` names the COCO AP library (default: faster-coco-eval when installed, else
+    pycocotools; the same numbers, see :func:`~.metrics.resolve_coco_backend`).
     """
 
     def __init__(
@@ -61,9 +64,11 @@ class NucleiEvaluator(DatasetEvaluator):
         max_dets: int = 500,
         distributed: bool = True,
         score_thresh: float = 0.5,
+        coco_backend: Optional[str] = None,
     ):
         if max_dets < 1:
             raise ValueError(f"max_dets must be >= 1, got {max_dets}")
+        self._coco_backend = resolve_coco_backend(coco_backend)
         self._dataset_name = dataset_name
         self._output_dir = output_dir
         self._max_dets = max_dets
@@ -201,7 +206,13 @@ class NucleiEvaluator(DatasetEvaluator):
         images, annotations, detections = self._coco_inputs(records)
         for iou_type in ("bbox", "segm"):
             results[iou_type] = coco_ap(
-                images, annotations, detections, iou_type, self._max_dets, self._category_ids
+                images,
+                annotations,
+                detections,
+                iou_type,
+                self._max_dets,
+                self._category_ids,
+                self._coco_backend,
             )
         image_results = [record.result for record in records]
         at_half = detection_scores(image_results, iou_threshold=0.5)
@@ -218,21 +229,25 @@ class NucleiEvaluator(DatasetEvaluator):
         return results
 
     def _log(self, results: Dict[str, Dict[str, float]], num_images: int):
+        backend = f"{self._coco_backend} {coco_backend_version(self._coco_backend)}"
+        if resolve_coco_backend() == "pycocotools":
+            backend += " (faster-coco-eval is not installed)"
         for iou_type in ("bbox", "segm"):
             logger.info(
-                "%s on '%s' (%d images): COCO %s AP in %%, up to %d detections per image\n%s",
+                "%s on '%s' (%d images): COCO %s AP in %%, up to %d detections per image, by %s\n%s",
                 type(self).__name__,
                 self._dataset_name,
                 num_images,
                 iou_type,
                 self._max_dets,
-                create_small_table(results[iou_type]),
+                backend,
+                _table(results[iou_type]),
             )
         logger.info(
             "Nuclei metrics (detections with score >= %g): dsb_score = DSB 2018 score, f1/precision/recall "
             "pooled at IoU 0.5, fg_* = binary foreground pixel IoU/Dice, mean of images and pooled\n%s",
             self._score_thresh,
-            create_small_table(results["nuclei"]),
+            _table(results["nuclei"]),
         )
 
     def _write_metrics(self, results: Dict[str, Dict[str, float]], records: List[_ImageRecord]):
@@ -243,6 +258,8 @@ class NucleiEvaluator(DatasetEvaluator):
             "num_images": len(records),
             "max_dets": self._max_dets,
             "score_thresh": self._score_thresh,
+            "coco_backend": self._coco_backend,
+            "coco_backend_version": coco_backend_version(self._coco_backend),
             **results,
             "dsb_score_per_threshold": {
                 f"{t:.2f}": s for t, s in dsb_score_per_threshold(image_results).items()
@@ -259,19 +276,16 @@ class NucleiEvaluator(DatasetEvaluator):
                 for record in records
             ],
         }
-        os.makedirs(self._output_dir, exist_ok=True)
-        path = os.path.join(self._output_dir, "metrics.json")
-        with tempfile.NamedTemporaryFile(
-            "w", dir=self._output_dir, suffix=".tmp", delete=False
-        ) as tmp:
-            try:
-                json.dump(_json_safe(report), tmp, indent=2, allow_nan=False)
-            except BaseException:
-                tmp.close()
-                os.unlink(tmp.name)
-                raise
-        os.replace(tmp.name, path)
+        path = Path(self._output_dir) / "metrics.json"
+        write_json_files_atomic({path: _json_safe(report)})  # mode 0666 less the umask
         logger.info("Nuclei evaluation written to %s", path)
+
+
+def _table(metrics: Dict[str, float]) -> str:
+    """Detectron2's one-row table, with undefined (NaN) values shown as n/a."""
+    return create_small_table(
+        {k: "n/a" if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
+    )
 
 
 def _json_safe(value):

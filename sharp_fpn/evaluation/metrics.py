@@ -14,18 +14,30 @@ Conventions (see also README):
   wrongly found); the same convention gives F1, IoU and Dice of 1 when everything is empty.
 - Foreground pixel IoU/Dice compare the union of ground-truth masks with the union of
   predicted masks: binary, per image (then averaged) and pooled over all pixels.
-- COCO AP is reported in percent, like Detectron2; areas with no ground truth give NaN.
+- Precision is NaN when nothing was predicted, recall when there was nothing to find.
+- COCO AP is reported in percent, like Detectron2; areas with no ground truth give NaN. It is
+  computed by faster-coco-eval when installed, else by pycocotools: the same numbers.
 """
 
 import contextlib
+import importlib.metadata
 import io
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
+import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+try:  # the default COCO AP backend when installed; see resolve_coco_backend()
+    import faster_coco_eval
+except ImportError:
+    faster_coco_eval = None
+
+# COCO AP libraries, in order of preference (their PyPI names).
+COCO_BACKENDS: Tuple[str, ...] = ("faster-coco-eval", "pycocotools")
 
 # IoU thresholds of the Kaggle Data Science Bowl 2018 score: 0.50, 0.55, ..., 0.95.
 DSB_IOU_THRESHOLDS: Tuple[float, ...] = tuple(np.round(0.5 + 0.05 * np.arange(10), 2).tolist())
@@ -204,13 +216,21 @@ def dsb_score_per_threshold(
 def detection_scores(
     results: Sequence[ImageResult], iou_threshold: float = 0.5
 ) -> Dict[str, float]:
-    """Precision, recall and F1 from TP/FP/FN pooled over images at one IoU threshold."""
+    """Precision, recall and F1 from TP/FP/FN pooled over images at one IoU threshold.
+
+    Precision is NaN (undefined) when nothing was predicted, and recall when there was nothing
+    to find. 0 would claim that every prediction was wrong (or every nucleus missed) where there
+    was none, so a model that predicts nothing would read like one that predicts only junk, and
+    1 would praise it; NaN is logged as n/a and written as null, like COCO's AP of an empty size
+    range. F1 stays defined: 0 when nuclei were there and none was found, 1 when both sides are
+    empty (the convention of the DSB score).
+    """
     tp, fp, fn = (
         np.sum([r.counts(iou_threshold) for r in results], axis=0) if results else (0, 0, 0)
     )
     return {
-        "precision": ratio(tp, tp + fp),
-        "recall": ratio(tp, tp + fn),
+        "precision": float(tp / (tp + fp)) if tp + fp else float("nan"),
+        "recall": float(tp / (tp + fn)) if tp + fn else float("nan"),
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
     }
 
@@ -230,10 +250,44 @@ def foreground_scores(results: Sequence[ImageResult]) -> Dict[str, float]:
     }
 
 
-def _coco_api(images: List[dict], categories: List[dict], annotations: List[dict]) -> COCO:
-    """An in-memory COCO index (no JSON file, so nothing stale can be cached)."""
+def resolve_coco_backend(name: Optional[str] = None) -> str:
+    """The library that computes COCO AP: ``name`` if given (checked), else faster-coco-eval when
+    it is installed, else pycocotools.
+
+    faster-coco-eval's C++ COCOeval fills the same precision and recall arrays as pycocotools
+    (tested with hundreds of detections per image) about 10x faster at 500 detections per image
+    (benchmarks/RESULTS.md, section 4). pycocotools, which the masks need anyway, is the
+    fallback; faster-coco-eval needs Python 3.10+.
+    """
+    if name is None:
+        return COCO_BACKENDS[0] if faster_coco_eval is not None else COCO_BACKENDS[1]
+    if name not in COCO_BACKENDS:
+        raise ValueError(f"COCO backend must be one of {COCO_BACKENDS}, got {name!r}")
+    if name == "faster-coco-eval" and faster_coco_eval is None:
+        raise ValueError("COCO backend 'faster-coco-eval' is not installed (pip install faster-coco-eval)")
+    return name
+
+
+def coco_backend_version(name: str) -> str:
+    """The installed version of a COCO backend, for the record in metrics.json."""
+    return importlib.metadata.version(name)
+
+
+def _coco_api(images: List[dict], categories: List[dict], annotations: List[dict], backend: str):
+    """An in-memory COCO index (no JSON file, so nothing stale can be cached).
+
+    The annotations are copied: both libraries write into them (``ignore``, decoded RLEs), and
+    the same ground truth serves the bbox and the segm evaluation.
+    """
+    dataset = {
+        "images": images,
+        "categories": categories,
+        "annotations": [dict(a) for a in annotations],
+    }
+    if backend == "faster-coco-eval":
+        return faster_coco_eval.COCO(dataset)
     api = COCO()
-    api.dataset = {"images": images, "categories": categories, "annotations": annotations}
+    api.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         api.createIndex()
     return api
@@ -264,13 +318,56 @@ def _detections_for(iou_type: str, detections: Sequence[dict]) -> List[dict]:
     return annotations
 
 
-def _mean_precision(
-    coco_eval: COCOeval, iou_threshold: Optional[float] = None, area: str = "all"
-) -> float:
+def run_coco_eval(
+    images: List[dict],
+    gt_annotations: List[dict],
+    detections: Sequence[dict],
+    iou_type: str,
+    max_dets: int = 500,
+    category_ids: Optional[Sequence[int]] = None,
+    backend: Optional[str] = None,
+):
+    """COCOeval of ``backend`` (default: :func:`resolve_coco_backend`) after evaluate() and
+    accumulate(), with maxDets = [``max_dets``] only.
+
+    Its ``eval["precision"]`` is [IoU threshold, recall threshold, category, area range, 1] and
+    ``eval["recall"]`` [IoU threshold, category, area range, 1], -1 where undefined. Arguments
+    as for :func:`coco_ap`.
+    """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    backend = resolve_coco_backend(backend)
+    if category_ids is None:
+        category_ids = sorted(
+            {a["category_id"] for a in gt_annotations} | {d["category_id"] for d in detections}
+        )
+    categories = [{"id": c, "name": str(c)} for c in category_ids]
+    coco_gt = _coco_api(images, categories, gt_annotations, backend)
+    coco_dt = _coco_api(images, categories, _detections_for(iou_type, detections), backend)
+    if backend == "faster-coco-eval":
+        # As many IoU threads as torch may use: engine.set_cpu_threads and OMP_NUM_THREADS decide.
+        coco_eval = faster_coco_eval.COCOeval_faster(
+            coco_gt,
+            coco_dt,
+            iou_type,
+            print_function=lambda *args, **kwargs: None,
+            rle_iou_max_workers=max(1, torch.get_num_threads()),
+        )
+    else:
+        coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
+    coco_eval.params.imgIds = [image["id"] for image in images]
+    coco_eval.params.maxDets = [max_dets]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval
+
+
+def _mean_precision(coco_eval, iou_threshold: Optional[float] = None, area: str = "all") -> float:
     """COCO's AP summary at the largest maxDets, in percent; NaN where no ground truth exists."""
     params = coco_eval.params
     # precision: [IoU threshold, recall threshold, category, area range, maxDets], -1 = undefined
-    precision = coco_eval.eval["precision"][:, :, :, params.areaRngLbl.index(area), -1]
+    precision = np.asarray(coco_eval.eval["precision"])[:, :, :, params.areaRngLbl.index(area), -1]
     if iou_threshold is not None:
         precision = precision[np.isclose(params.iouThrs, iou_threshold)]
     defined = precision[precision > -1]
@@ -284,31 +381,21 @@ def coco_ap(
     iou_type: str,
     max_dets: int = 500,
     category_ids: Optional[Sequence[int]] = None,
+    backend: Optional[str] = None,
 ) -> Dict[str, float]:
     """COCO AP, AP50, AP75, APs, APm, APl (percent) with up to ``max_dets`` detections per image.
 
     ``images``: [{"id", "height", "width"}]; ``gt_annotations``: COCO annotations with
     "bbox" (XYWH), "segmentation" (RLE), "area", "category_id", "iscrowd" and unique
     "id" >= 1; ``detections``: [{"image_id", "category_id", "score", "bbox" (XYWH) or
-    "segmentation" (RLE)}]. Only the largest maxDets is evaluated, and the summary is read
-    from the precision array: pycocotools' own summarize() hard-codes maxDets=100 for AP
-    and prints -1 for any other value.
+    "segmentation" (RLE)}]; ``backend``: "faster-coco-eval" or "pycocotools" (default:
+    :func:`resolve_coco_backend`). Only the largest maxDets is evaluated, and the summary is
+    read from the precision array: pycocotools' own summarize() hard-codes maxDets=100 for AP
+    and gives -1 for any other value.
     """
-    if iou_type not in ("bbox", "segm"):
-        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
-    if category_ids is None:
-        category_ids = sorted(
-            {a["category_id"] for a in gt_annotations} | {d["category_id"] for d in detections}
-        )
-    categories = [{"id": c, "name": str(c)} for c in category_ids]
-    coco_gt = _coco_api(images, categories, list(gt_annotations))
-    coco_dt = _coco_api(images, categories, _detections_for(iou_type, detections))
-    coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
-    coco_eval.params.imgIds = [image["id"] for image in images]
-    coco_eval.params.maxDets = [max_dets]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_eval.evaluate()
-        coco_eval.accumulate()
+    coco_eval = run_coco_eval(
+        images, gt_annotations, detections, iou_type, max_dets, category_ids, backend
+    )
     return {
         "AP": _mean_precision(coco_eval),
         "AP50": _mean_precision(coco_eval, iou_threshold=0.5),
