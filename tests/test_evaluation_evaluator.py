@@ -1,7 +1,10 @@
 """NucleiEvaluator end to end: a registered two-image dataset, real Instances, hand-computed numbers."""
 
 import json
+import logging
 import math
+import os
+import stat
 import uuid
 
 import numpy as np
@@ -14,6 +17,18 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image
 
 from sharp_fpn.evaluation import NucleiEvaluator
+from sharp_fpn.evaluation.metrics import faster_coco_eval
+
+# The end-to-end numbers must hold with either COCO library.
+BACKENDS = [
+    pytest.param(
+        "faster-coco-eval",
+        marks=pytest.mark.skipif(
+            faster_coco_eval is None, reason="faster-coco-eval is not installed"
+        ),
+    ),
+    "pycocotools",
+]
 
 SHAPE = (12, 12)
 GT_A = (0, 0, 4, 4)  # y0, x0, height, width
@@ -97,10 +112,15 @@ def run_evaluator(evaluator, dicts):
     return evaluator.evaluate()
 
 
-def test_numbers_and_metrics_json(dataset, tmp_path):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_numbers_and_metrics_json(dataset, tmp_path, caplog, backend):
     name, dicts = dataset
     out_dir = tmp_path / "eval"
-    results = run_evaluator(NucleiEvaluator(name, output_dir=str(out_dir)), dicts)
+    with caplog.at_level(logging.INFO, logger="sharp_fpn.evaluation.evaluator"):
+        results = run_evaluator(
+            NucleiEvaluator(name, output_dir=str(out_dir), coco_backend=backend), dicts
+        )
+    assert f"COCO segm AP in %, up to 500 detections per image, by {backend} " in caplog.text
 
     # COCO: 3 nuclei, detections A (0.9, IoU 1), B_WIDER (0.8, IoU 2/3), JUNK (0.3).
     # IoU thresholds 0.50 .. 0.65: precision 1 up to recall 2/3 -> 67 of 101 recall points.
@@ -136,6 +156,7 @@ def test_numbers_and_metrics_json(dataset, tmp_path):
     assert (
         written["num_images"] == 2 and written["max_dets"] == 500 and written["score_thresh"] == 0.5
     )
+    assert written["coco_backend"] == backend and written["coco_backend_version"]
     assert written["dsb_score_per_threshold"]["0.65"] == pytest.approx(0.5)
     assert written["dsb_score_per_threshold"]["0.70"] == pytest.approx(1 / 6)
     per_image = {row["image_id"]: row for row in written["per_image"]}
@@ -171,3 +192,35 @@ def test_max_dets_keeps_the_best_detections_for_every_metric(dataset):
     assert results["nuclei"]["f1@0.5"] == pytest.approx(1 / 2)
     assert results["nuclei"]["dsb_score"] == pytest.approx(1 / 4)
     assert results["segm"]["AP50"] == pytest.approx(100 * 34 / 101)  # precision 1 up to recall 1/3
+
+
+def test_without_detections_precision_is_undefined(dataset, tmp_path, caplog):
+    name, dicts = dataset
+    evaluator = NucleiEvaluator(name, output_dir=str(tmp_path), distributed=False)
+    inputs = [{"image_id": d["image_id"]} for d in dicts]
+    with caplog.at_level(logging.INFO, logger="sharp_fpn.evaluation.evaluator"):
+        evaluator.process(inputs, [{"instances": instances([], [])} for _ in inputs])
+        nuclei = evaluator.evaluate()["nuclei"]
+    # TP 0, FP 0, FN 3: precision 0/0 is undefined, not 1 (nor 0: nothing was wrongly found).
+    assert math.isnan(nuclei["precision@0.5"])
+    assert nuclei["recall@0.5"] == 0.0 and nuclei["f1@0.5"] == 0.0 and nuclei["dsb_score"] == 0.0
+    table = caplog.text[caplog.text.index("Nuclei metrics") :]
+    header, _, values = table.splitlines()[1:4]
+    cells = dict(zip(header.strip("|").split("|"), values.strip("|").split("|")))
+    assert {k.strip(): v.strip() for k, v in cells.items()}["precision@0.5"] == "n/a"
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["nuclei"]["precision@0.5"] is None and written["nuclei"]["recall@0.5"] == 0.0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_metrics_json_mode_follows_the_umask(dataset, tmp_path, umask):
+    # As every other output: 0666 less the umask (-rw-r--r-- with the usual 022).
+    name, dicts = dataset
+    out_dir = tmp_path / "eval"
+    previous = os.umask(umask)
+    try:
+        run_evaluator(NucleiEvaluator(name, output_dir=str(out_dir), distributed=False), dicts)
+    finally:
+        os.umask(previous)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["metrics.json"]
+    assert stat.S_IMODE((out_dir / "metrics.json").stat().st_mode) == 0o666 & ~umask

@@ -9,6 +9,7 @@ import pytest
 from sharp_fpn.evaluation.metrics import (
     DSB_IOU_THRESHOLDS,
     coco_ap,
+    faster_coco_eval,
     detection_scores,
     dsb_score,
     dsb_score_per_threshold,
@@ -24,6 +25,16 @@ from sharp_fpn.evaluation.metrics import (
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 SHAPE = (12, 12)
+# Every COCO AP test runs on both libraries; faster-coco-eval's runs are skipped without it.
+BACKENDS = [
+    pytest.param(
+        "faster-coco-eval",
+        marks=pytest.mark.skipif(
+            faster_coco_eval is None, reason="faster-coco-eval is not installed"
+        ),
+    ),
+    "pycocotools",
+]
 
 
 def box_mask(y0, x0, h, w, shape=SHAPE):
@@ -128,8 +139,27 @@ def test_empty_images():
     )
     nothing_there = evaluate_image([], rles(GT_A), [0.9])
     assert nothing_there.dsb_score() == 0.0 and nothing_there.counts(0.5) == (0, 1, 0)
-    assert detection_scores([both_empty])["f1"] == 1.0
     assert math.isnan(dsb_score([]))
+
+
+def test_precision_and_recall_are_undefined_without_predictions_or_nuclei():
+    # Nothing predicted: TP 0, FP 0, FN 1 -> precision 0/0 undefined, recall 0, F1 0.
+    nothing_found = detection_scores([evaluate_image(rles(GT_A), [], [])])
+    assert math.isnan(nothing_found["precision"])
+    assert nothing_found["recall"] == 0.0 and nothing_found["f1"] == 0.0
+    # Nothing to find: TP 0, FP 1, FN 0 -> precision 0, recall 0/0 undefined, F1 0.
+    nothing_there = detection_scores([evaluate_image([], rles(GT_A), [0.9])])
+    assert nothing_there["precision"] == 0.0 and nothing_there["f1"] == 0.0
+    assert math.isnan(nothing_there["recall"])
+    # Both empty: F1 keeps the DSB convention (1); precision and recall stay undefined.
+    both_empty = detection_scores([evaluate_image([], [], [])])
+    assert both_empty["f1"] == 1.0
+    assert math.isnan(both_empty["precision"]) and math.isnan(both_empty["recall"])
+    # Pooled over images, one image with predictions makes precision defined again.
+    pooled = detection_scores(
+        [evaluate_image(rles(GT_A), [], []), evaluate_image(rles(GT_A), rles(GT_A), [0.9])]
+    )
+    assert pooled == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
 
 
 def test_pooled_and_per_image_foreground_differ():
@@ -211,30 +241,35 @@ def _coco_inputs(gt_masks, pred_masks, pred_scores):
     return images, gt, detections
 
 
-def test_coco_ap_counts_more_than_100_objects_per_image():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_coco_ap_counts_more_than_100_objects_per_image(backend):
     # 150 nuclei in one image, all found exactly. With COCO's default 100 detections per
     # image recall stops at 100/150, so AP would be far below 100.
     squares = _grid_of_squares(10, 15)
     scores = np.linspace(0.99, 0.5, len(squares))
     images, gt, detections = _coco_inputs(squares, squares, scores)
     for iou_type in ("bbox", "segm"):
-        full = coco_ap(images, gt, detections, iou_type, max_dets=500)
+        full = coco_ap(images, gt, detections, iou_type, max_dets=500, backend=backend)
         assert full["AP"] == full["AP50"] == full["AP75"] == full["APs"] == 100.0
         assert math.isnan(full["APm"]) and math.isnan(full["APl"])  # no medium/large nuclei
-        truncated = coco_ap(images, gt, detections, iou_type, max_dets=100)
+        truncated = coco_ap(images, gt, detections, iou_type, max_dets=100, backend=backend)
         # Precision 1 up to recall 100/150: recall thresholds 0.00 .. 0.66, 67 of 101.
         assert truncated["AP"] == pytest.approx(100 * 67 / 101)
 
 
-def test_coco_ap_half_recall_by_hand():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_coco_ap_half_recall_by_hand(backend):
     # One of two nuclei found: precision 1 at recall thresholds 0.00 .. 0.50 (51 of 101), 0 after.
     images, gt, detections = _coco_inputs([GT_A, GT_B], [GT_A], [0.9])
-    assert coco_ap(images, gt, detections, "segm")["AP"] == pytest.approx(100 * 51 / 101)
+    assert coco_ap(images, gt, detections, "segm", backend=backend)["AP"] == pytest.approx(
+        100 * 51 / 101
+    )
 
 
-def test_coco_ap_without_detections_is_zero():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_coco_ap_without_detections_is_zero(backend):
     images, gt, _ = _coco_inputs([GT_A], [GT_A], [0.9])
-    assert coco_ap(images, gt, [], "bbox", category_ids=[0])["AP"] == 0.0
+    assert coco_ap(images, gt, [], "bbox", category_ids=[0], backend=backend)["AP"] == 0.0
 
 
 def _reference_scores(gt_labels, pred_masks, pred_scores):

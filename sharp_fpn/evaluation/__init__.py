@@ -1,5 +1,6 @@
 """Nuclei metrics (DSB 2018 score, F1, foreground pixel IoU/Dice, COCO AP with many
-detections per image) and the Detectron2 evaluator that reports them."""
+detections per image, by faster-coco-eval or pycocotools) and the Detectron2 evaluator that
+reports them."""
 
 from .evaluator import NucleiEvaluator
 from .metrics import (
@@ -11,6 +12,7 @@ from .metrics import (
     dsb_score_per_threshold,
     evaluate_image,
     foreground_scores,
+    resolve_coco_backend,
 )
 
 __all__ = [
@@ -23,4 +25,5 @@ __all__ = [
     "dsb_score_per_threshold",
     "evaluate_image",
     "foreground_scores",
+    "resolve_coco_backend",
 ]

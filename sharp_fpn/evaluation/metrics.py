@@ -264,7 +264,9 @@ def resolve_coco_backend(name: Optional[str] = None) -> str:
     if name not in COCO_BACKENDS:
         raise ValueError(f"COCO backend must be one of {COCO_BACKENDS}, got {name!r}")
     if name == "faster-coco-eval" and faster_coco_eval is None:
-        raise ValueError("COCO backend 'faster-coco-eval' is not installed (pip install faster-coco-eval)")
+        raise ValueError(
+            "COCO backend 'faster-coco-eval' is not installed (pip install faster-coco-eval)"
+        )
     return name
 
 
@@ -393,9 +395,14 @@ def coco_ap(
     read from the precision array: pycocotools' own summarize() hard-codes maxDets=100 for AP
     and gives -1 for any other value.
     """
-    coco_eval = run_coco_eval(
-        images, gt_annotations, detections, iou_type, max_dets, category_ids, backend
+    return summarize_ap(
+        run_coco_eval(images, gt_annotations, detections, iou_type, max_dets, category_ids, backend)
     )
+
+
+def summarize_ap(coco_eval) -> Dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl (percent) of an evaluated COCOeval of either backend, at its
+    largest maxDets; NaN where no ground truth exists."""
     return {
         "AP": _mean_precision(coco_eval),
         "AP50": _mean_precision(coco_eval, iou_threshold=0.5),
