@@ -7,6 +7,7 @@ setup(
     description="Nested, full-scale and UNet# skip connections for Detectron2's FPN, "
     "for nuclei instance segmentation",
     packages=find_packages(include=["sharp_fpn", "sharp_fpn.*"]),
+    package_data={"sharp_fpn": ["pretrained/*.yaml", "pretrained/*.pth", "pretrained/*.md"]},  # the shipped model
     python_requires=">=3.9",
     # Detectron2 itself is not on PyPI under its own name: scripts/setup_env.sh
     # installs it (see README). Ranges, so GPU users keep their own torch build.

@@ -76,7 +76,7 @@ def written(tmp_path_factory):
     table = object_table(labels, scores, intensity)
     W.write_label_tiff(folder / "a_labels.tif", labels)
     W.write_overlay_png(folder / "a_overlay.png", image, labels)
-    W.write_objects_csv(folder / "a_objects.csv", table, "a")
+    W.write_objects_csv(folder / "a_objects.csv", table, "a", "in/a.png")
     W.write_geojson(folder / "a.geojson", labels, scores)
     W.write_imagej_zip(folder / "a_rois.zip", labels)
     W.write_kaggle_csv(folder / "submission.csv", W.kaggle_rows("a", labels))
@@ -100,6 +100,24 @@ def test_label_tiff_and_overlay(written):
         assert outline[labels == label].any()
 
 
+def test_overlay_stretches_dim_images_and_rings_objects_with_a_dark_halo():
+    labels = np.zeros((12, 12), np.uint16)
+    labels[3:9, 3:9] = 1
+    dim = np.full((12, 12, 3), 5, np.uint8)
+    dim[labels > 0] = 40  # a dim 8-bit nucleus
+    overlay = W.overlay_outlines(dim, labels)
+    assert overlay[5, 5].tolist() == [255, 255, 255] and overlay[0, 0].tolist() == [0, 0, 0]  # stretched
+    assert overlay[3, 5].tolist() == list(W.OUTLINE_COLOUR)  # the object's border pixels
+    bright = np.full((12, 12, 3), 120, np.uint8)
+    bright[labels > 0] = 255  # a bright nucleus: the outline and a dark ring around it show
+    bright[11, 11] = 0  # a black pixel, so the stretch keeps the background grey
+    overlay = W.overlay_outlines(bright, labels)
+    assert overlay[3, 5].tolist() == list(W.OUTLINE_COLOUR) and overlay[4, 5].tolist() == [255, 255, 255]
+    assert overlay[2, 5].max() < 0.5 * overlay[0, 0].max()  # the halo, just outside
+    assert np.array_equal(W.overlay_outlines(np.full((4, 4, 3), 9, np.uint8), np.zeros((4, 4), np.uint16)),
+                          np.full((4, 4, 3), 9, np.uint8))  # a flat image is left as it is
+
+
 def test_formats_agree_on_count_order_and_pixels(written):
     folder, labels, scores = written
     n = int(labels.max())
@@ -115,7 +133,7 @@ def test_formats_agree_on_count_order_and_pixels(written):
     for k, mask in enumerate(masks, start=1):
         rows, cols = np.nonzero(mask)
         row = table[k - 1]
-        assert int(row["label"]) == k and row["image"] == "a"
+        assert int(row["label"]) == k and row["image"] == "a" and row["source"] == "in/a.png"
         assert int(row["area"]) == mask.sum()
         assert float(row["centroid_y"]) == pytest.approx(rows.mean()) and float(row["centroid_x"]) == pytest.approx(cols.mean())
         assert float(row["score"]) == pytest.approx(float(scores[k - 1]))

@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""CPU demo: synthetic nuclei, Mask R-CNN with the UNet# neck trained and evaluated, predictions.
+"""CPU demo: synthetic nuclei, Mask R-CNN with the UNet# neck trained and evaluated, predictions;
+then the model shipped with sharp_fpn on the real example images (examples/), predicted against
+true nucleus counts (skipped, in one line, when its weights are not in this copy).
 
     python tools/demo.py [--output-dir demo_output] [--max-iter N]
 """

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -132,22 +132,28 @@ def _examples(keys: Sequence[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
 
 
-def load_weights(model: torch.nn.Module, weights: Union[str, os.PathLike], config_name: str = "the config") -> None:
-    """Load a local checkpoint strictly: a missing file, an unreadable one or one made for
-    another architecture (missing, unexpected or differently shaped tensors) is a SetupError."""
-    path = Path(weights)
-    if not path.is_file():
-        raise SetupError(f"weights {path}: no such file")
+def load_weights(model: torch.nn.Module, weights: Union[str, os.PathLike, Mapping], config_name: str = "the config") -> None:
+    """Load a local checkpoint file, or a state dict already read, strictly: a missing file, an
+    unreadable one or one made for another architecture (missing, unexpected or differently
+    shaped tensors) is a SetupError."""
     checkpointer = _RecordingCheckpointer(model)
-    try:
-        with _quiet_loggers("fvcore.common.checkpoint", "detectron2.checkpoint.detection_checkpoint",
-                            "detectron2.checkpoint.c2_model_loading"):
-            checkpointer.load(str(path))
-    except Exception as error:  # torch.load/pickle raise many types for a bad file
-        raise SetupError(f"weights {path}: cannot read a checkpoint ({type(error).__name__}: {_first_line(error)})") from error
+    if isinstance(weights, Mapping):
+        name = "the given state dict"
+        with _quiet_loggers("fvcore.common.checkpoint"):
+            checkpointer._load_model({"model": dict(weights)})
+    else:
+        path = name = Path(weights)
+        if not path.is_file():
+            raise SetupError(f"weights {path}: no such file")
+        try:
+            with _quiet_loggers("fvcore.common.checkpoint", "detectron2.checkpoint.detection_checkpoint",
+                                "detectron2.checkpoint.c2_model_loading"):
+                checkpointer.load(str(path))
+        except Exception as error:  # torch.load/pickle raise many types for a bad file
+            raise SetupError(f"weights {path}: cannot read a checkpoint ({type(error).__name__}: {_first_line(error)})") from error
     incompatible = checkpointer.incompatible
     if incompatible is None:
-        raise SetupError(f"weights {path}: no model state found")
+        raise SetupError(f"weights {name}: no model state found")
     problems = []
     if incompatible.incorrect_shapes:
         shapes = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incompatible.incorrect_shapes]
@@ -157,7 +163,7 @@ def load_weights(model: torch.nn.Module, weights: Union[str, os.PathLike], confi
     if incompatible.unexpected_keys:
         problems.append(f"{len(incompatible.unexpected_keys)} unknown tensors (e.g. {_examples(incompatible.unexpected_keys, 2)})")
     if problems:
-        raise SetupError(f"weights {path} do not match {config_name}: " + "; ".join(problems))
+        raise SetupError(f"weights {name} do not match {config_name}: " + "; ".join(problems))
 
 
 def build_predict_cfg(
@@ -201,7 +207,9 @@ class NucleiPredictor:
 
     Args:
         config: yaml path, shipped config name (e.g. "mask_rcnn_sharp_R50") or a CfgNode.
-        weights: local checkpoint (e.g. ``output/.../model_final.pth``); must match the config.
+        weights: local checkpoint (e.g. ``output/.../model_final.pth``), or a state dict
+            already read; must match the config. A model shipped with the package:
+            :meth:`from_pretrained`.
         device: "cpu", "cuda" or None (CUDA when available).
         score_threshold: detections below it are dropped (MODEL.ROI_HEADS.SCORE_THRESH_TEST);
             None keeps the config's value.
@@ -240,12 +248,27 @@ class NucleiPredictor:
             raise SetupError(f"config {name}: cannot build the model ({type(error).__name__}: {_first_line(error)})") from error
         load_weights(self.model, weights, name)
         self.model.eval()
-        self.weights = str(weights)
+        self.weights = "the given state dict" if isinstance(weights, Mapping) else str(weights)
+        self.model_name: Optional[str] = None  # the shipped model's name, set by from_pretrained
         self.tile_size = tile_size or None
         self.tile_overlap = tile_overlap
         self.scale = scale
         self.mask_threshold = mask_threshold
         self.input_format = self.cfg.INPUT.FORMAT
+
+    @classmethod
+    def from_pretrained(cls, name="nuclei", **kwargs) -> "NucleiPredictor":
+        """The model shipped with the package under ``name`` (see
+        :data:`~sharp_fpn.predict.pretrained.SHIPPED_MODELS`; a ShippedModel is accepted too),
+        its weights checked against the recorded SHA-256. ``kwargs`` as for the constructor."""
+        from .pretrained import shipped_model
+
+        model = shipped_model(name)
+        state = model.load_state_dict()
+        predictor = cls(model.config_path, state, **kwargs)
+        predictor.weights = str(model.weights_path)
+        predictor.model_name = model.name
+        return predictor
 
     def scale_for(self, height: int, width: int) -> float:
         if self.scale == "auto":

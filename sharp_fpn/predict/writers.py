@@ -29,10 +29,13 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from ..data.coco_export import NUCLEUS_CATEGORY, rle_to_json
+from ..data.image_io import normalize_to_uint8
 from ..data.kaggle_rle import kaggle_rle_encode
 from .labels import TABLE_COLUMNS
 
-OUTLINE_COLOUR = (255, 255, 0)  # RGB of overlay outlines
+# RGB of overlay outlines: green stands apart from white, grey, dark and H&E purple alike.
+OUTLINE_COLOUR = (0, 255, 0)
+HALO_FACTOR = 0.3  # the background pixels around each object are darkened to this fraction
 QUPATH_OBJECT_TYPES = ("detection", "annotation")
 CLASS_NAME = NUCLEUS_CATEGORY["name"]
 CLASS_COLOUR = (255, 200, 0)
@@ -161,9 +164,22 @@ def write_label_tiff(path: str | os.PathLike, labels: np.ndarray) -> Path:
     return Path(path)
 
 
+def display_image(image: np.ndarray) -> np.ndarray:
+    """The image as an overlay shows it: stretched from its 0.5-99.5 percentiles to 0-255
+    (jointly over channels, so colours keep their balance), so that a dim 8-bit fluorescence
+    image is visible; 16-bit images arrive stretched already, by the reader."""
+    if image.size == 0 or image.min() == image.max():
+        return image.copy()
+    return normalize_to_uint8(image)
+
+
 def overlay_outlines(image: np.ndarray, labels: np.ndarray, colour: Sequence[int] = OUTLINE_COLOUR) -> np.ndarray:
-    """HxWx3 RGB copy of ``image`` with each object's inner border pixels painted ``colour``."""
-    overlay = image.copy()
+    """HxWx3 RGB :func:`display_image` of ``image``, each object's inner border pixels painted
+    ``colour`` and the background pixels just outside it darkened (a dark halo, so the outline
+    shows on bright nuclei too)."""
+    overlay = display_image(image)
+    halo = find_boundaries(labels, mode="outer") & (labels == 0)
+    overlay[halo] = (overlay[halo] * HALO_FACTOR).astype(np.uint8)
     overlay[find_boundaries(labels, mode="inner")] = colour
     return overlay
 
@@ -175,14 +191,14 @@ def write_overlay_png(path: str | os.PathLike, image: np.ndarray, labels: np.nda
     return write_bytes_atomic(path, encoded.tobytes())
 
 
-def write_objects_csv(path: str | os.PathLike, table: Sequence[dict], image_name: str) -> Path:
-    """Per-object CSV: an ``image`` column, then :data:`~.labels.TABLE_COLUMNS`; header only
-    when there are no objects."""
+def write_objects_csv(path: str | os.PathLike, table: Sequence[dict], image_name: str, source: str = "") -> Path:
+    """Per-object CSV: ``image`` (the output name) and ``source`` (the input file) columns,
+    then :data:`~.labels.TABLE_COLUMNS`; header only when there are no objects."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(("image",) + TABLE_COLUMNS)
+    writer.writerow(("image", "source") + TABLE_COLUMNS)
     for row in table:
-        writer.writerow([image_name] + ["" if row[c] is None else row[c] for c in TABLE_COLUMNS])
+        writer.writerow([image_name, source] + ["" if row[c] is None else row[c] for c in TABLE_COLUMNS])
     return write_text_atomic(path, text.getvalue())
 
 
