@@ -11,6 +11,18 @@ def add_unet_config(cfg) -> None:
     # Width of each grid row, finest first; its length is the number of rows L. Empty: the
     # paper's [32, 64, 128, 256, 512], or [35, 70, 140, 280, 560] for "wide_unet".
     cfg.MODEL.UNET.FILTERS = []
+    # Column 0 of the grid: "vgg_blocks" (Table 1: one VGG block per row, as wide as FILTERS),
+    # or an ImageNet encoder of the seed's Table 2: "VGG16" (its five blocks, strides 1-16) or
+    # "R101" (Detectron2's ResNet-101: stem conv, res2..res5, strides 2-32). These keep their
+    # own widths; FILTERS then sets only the decoder's.
+    cfg.MODEL.UNET.ENCODER = "vgg_blocks"
+    # Norm of the VGG16 / R101 encoder: "BN", "FrozenBN", "GN" or "" (none: torchvision's
+    # vgg16-*.pth; vgg16_bn-*.pth and resnet101-*.pth need BN or FrozenBN).
+    cfg.MODEL.UNET.ENCODER_NORM = "BN"
+    # A local torchvision ImageNet file for the VGG16 / R101 encoder (vgg16-*.pth,
+    # vgg16_bn-*.pth, resnet101-*.pth), loaded when the model is built; "" starts from random
+    # weights. Nothing is downloaded. MODEL.WEIGHTS stays for whole-model checkpoints.
+    cfg.MODEL.UNET.ENCODER_WEIGHTS = ""
     # Channels of the full-scale branch conv ("f" inside Eq. 1's full-scale term, one per source
     # node); 0 concatenates the resampled source unchanged ("raw concat"); -1: the paper's form
     # (UNet#: the first row's width, 32; UNet 3+: raw concat).

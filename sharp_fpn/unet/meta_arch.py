@@ -2,7 +2,8 @@
 
 Detectron2's training loop, checkpointer and evaluation drive it like any model: in
 training ``forward`` takes the mapped batch and returns a dict of losses, in inference a
-list of {"sem_seg": (1, H, W) foreground probability}.
+list of {"sem_seg": (1, H, W) foreground probability, "readout": which heads made it}, so an
+evaluation names the (pruned) model it scored.
 """
 from typing import Dict, List, Sequence
 
@@ -58,6 +59,9 @@ class SemanticUNet(nn.Module):
             deep_supervision=unet.DEEP_SUPERVISION,
             cgm=unet.CGM,
             in_channels=len(cfg.MODEL.PIXEL_MEAN),
+            encoder=unet.ENCODER,
+            encoder_norm=unet.ENCODER_NORM,
+            encoder_weights=unet.ENCODER_WEIGHTS,
         )
         loss = unet.LOSS
         seg_loss = HybridLoss(loss.FOCAL_WEIGHT, loss.DICE_WEIGHT, loss.LOVASZ_WEIGHT, loss.FOCAL_ALPHA, loss.FOCAL_GAMMA)
@@ -83,7 +87,17 @@ class SemanticUNet(nn.Module):
         if self.training:
             targets = torch.stack([item["sem_seg"] for item in batched_inputs]).to(self.device)
             return self.criterion(self.net(images), targets[:, None].float())
-        return [{"sem_seg": probability} for probability in self.inference(images)]
+        return [{"sem_seg": probability, "readout": self.readout} for probability in self.inference(images)]
+
+    @property
+    def readout(self) -> str:
+        """Which heads inference reads, e.g. "pruned to L2: head X(0,2)"."""
+        first_row = [j for i, j in self.net.supervised if i == 0]
+        if self.prune_level:
+            return f"pruned to L{self.prune_level}: head X(0,{self.prune_level})"
+        if self.mode == "accurate" and len(first_row) > 1:
+            return f"not pruned, accurate mode: mean of heads X(0,{first_row[0]}..{first_row[-1]})"
+        return f"not pruned: head X(0,{first_row[-1]})"
 
     def inference(self, images: Tensor) -> Tensor:
         """Foreground probability (N, 1, H, W) of normalised images."""

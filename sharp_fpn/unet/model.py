@@ -2,18 +2,22 @@
 
 The scheme says which grid nodes exist and which edges feed them; this module only decides
 what a node is (a VGG block, width ``filters[row]``), what a full-scale branch is (one
-conv3x3-BN-ReLU "g" per source node, or the raw feature map) and where the heads go. UNet,
-wide UNet, UNet++, UNet 3+ and UNet# are therefore the same class with different data.
+conv3x3-BN-ReLU "g" per source node, or the raw feature map) and where the heads go; the
+encoder (column 0) comes from sharp_fpn.unet.encoders. UNet, wide UNet, UNet++, UNet 3+ and
+UNet#, on the seed's VGG blocks or on an ImageNet VGG16 / ResNet-101, are therefore the same
+class with different data.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..schemes import Edge, Node, SkipScheme
 from .blocks import VGGBlock, conv_bn_relu, resample
 from .cgm import build_cgm
+from .encoders import VGG_BLOCKS, build_encoder
 
 
 def node_key(node: Node) -> str:
@@ -40,7 +44,8 @@ def supervised_nodes(scheme: SkipScheme, deep_supervision: bool) -> List[Node]:
 class UNetOutput:
     """Raw head outputs, keyed by grid node.
 
-    ``logits``: (N, num_classes, h, w) at the node's own resolution (h = H / 2**row).
+    ``logits``: (N, num_classes, h, w): first-row heads at the input's resolution, deeper
+    heads at their node's (h = H / 2**row on the seed's encoder, H / 2**(row + 1) on ResNet).
     ``objectness``: (N, 2) CGM class logits (index 1 = "has foreground"), only with CGMs.
     """
 
@@ -49,17 +54,20 @@ class UNetOutput:
 
 
 class SchemeUNet(nn.Module):
-    """Encoder of VGG blocks + a decoder wired by ``scheme``.
+    """An encoder (column 0) + a decoder wired by ``scheme``.
 
     Args:
         scheme: the skip scheme; ``scheme.levels`` must equal ``len(filters)``.
-        filters: node width per row (the seed: [32, 64, 128, 256, 512]).
+        filters: decoder node width per row (the seed: [32, 64, 128, 256, 512]); also the
+            encoder's widths with the seed's ``vgg_blocks`` encoder.
         in_channels / num_classes: image channels and output channels (1: foreground).
         branch_channels: width of the full-scale branch conv g; 0 concatenates the resampled
             source as it is ("raw concat", the form of the seed's UNet 3+ count and of its
             pruned UNet# L2/L3 counts).
         deep_supervision: heads on every node of ``supervised_nodes`` instead of the last one.
         cgm: a classification-guided module (seed §2.3) beside every head.
+        encoder / encoder_norm: column 0, one of ``sharp_fpn.unet.encoders.ENCODERS``
+            ("vgg_blocks", "VGG16", "R101"), and the norm of the ImageNet ones.
     """
 
     def __init__(
@@ -71,6 +79,8 @@ class SchemeUNet(nn.Module):
         branch_channels: int = 0,
         deep_supervision: bool = False,
         cgm: bool = False,
+        encoder: str = VGG_BLOCKS,
+        encoder_norm: str = "BN",
     ):
         super().__init__()
         if len(filters) != scheme.levels:
@@ -82,13 +92,11 @@ class SchemeUNet(nn.Module):
         self.branch_channels = branch_channels
         self.deep_supervision = deep_supervision
         self.has_cgm = cgm
+        self.encoder_name = encoder
+        self.encoder_norm = encoder_norm
 
-        self.encoder = nn.ModuleDict()
-        channels: Dict[Node, int] = {}
-        previous = in_channels
-        for row, width in enumerate(self.filters):
-            self.encoder[node_key((row, 0))] = VGGBlock(previous, width)
-            channels[(row, 0)] = previous = width
+        self.encoder = build_encoder(encoder, self.filters, in_channels, encoder_norm)
+        channels: Dict[Node, int] = {(row, 0): width for row, width in enumerate(self.encoder.channels)}
 
         self.branches = nn.ModuleDict()  # g, one per full-scale source node
         self.decoder = nn.ModuleDict()
@@ -121,12 +129,7 @@ class SchemeUNet(nn.Module):
         """Every node's feature map, computed in the scheme's order; with ``level``, only the
         nodes X(i, j), i + j <= level, that the pruned model L^level keeps."""
         rows = self.scheme.levels if level is None else level + 1
-        maps: Dict[Node, Tensor] = {}
-        x = images
-        for row in range(rows):
-            if row:
-                x = resample(x, -1, None)
-            x = maps[(row, 0)] = self.encoder[node_key((row, 0))](x)
+        maps: Dict[Node, Tensor] = {(row, 0): x for row, x in enumerate(self.encoder(images, rows))}
         branched: Dict[Node, Tensor] = {}  # g runs once per source, at the source's resolution
         for node, edges in self.scheme.inputs.items():
             if level is not None and sum(node) > level:
@@ -156,16 +159,19 @@ class SchemeUNet(nn.Module):
         out = UNetOutput(logits={})
         for node in heads:
             key = node_key(node)
-            out.logits[node] = self.heads[key](maps[node])
+            logits = self.heads[key](maps[node])
+            if node[0] == 0 and logits.shape[-2:] != images.shape[-2:]:  # a stride-2 first row (ResNet)
+                logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+            out.logits[node] = logits
             if self.has_cgm:
                 out.objectness[node] = self.cgms[key](maps[node])
         return out
 
     def extra_repr(self) -> str:
         return (
-            f"scheme={self.scheme.name}, levels={self.scheme.levels}, filters={self.filters}, "
-            f"branch_channels={self.branch_channels}, deep_supervision={self.deep_supervision}, "
-            f"cgm={self.has_cgm}"
+            f"encoder={self.encoder_name}, scheme={self.scheme.name}, levels={self.scheme.levels}, "
+            f"filters={self.filters}, branch_channels={self.branch_channels}, "
+            f"deep_supervision={self.deep_supervision}, cgm={self.has_cgm}"
         )
 
 

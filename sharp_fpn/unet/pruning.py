@@ -13,7 +13,7 @@ PRUNABLE = ("nested", "sharp")
 
 
 def pruned_model(model: SchemeUNet, level: int, deep_supervision: bool = False) -> SchemeUNet:
-    """A fresh L^level model with ``model``'s scheme, widths and options (untrained)."""
+    """A fresh L^level model with ``model``'s scheme, encoder, widths and options (untrained)."""
     name = model.scheme.name
     if name not in PRUNABLE:
         raise ValueError(f"The {name!r} scheme has no intermediate first-row nodes to prune to; use one of {PRUNABLE}")
@@ -27,6 +27,8 @@ def pruned_model(model: SchemeUNet, level: int, deep_supervision: bool = False) 
         branch_channels=model.branch_channels,
         deep_supervision=deep_supervision,
         cgm=model.has_cgm,
+        encoder=model.encoder_name,
+        encoder_norm=model.encoder_norm,
     )
 
 

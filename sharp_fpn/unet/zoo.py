@@ -2,6 +2,7 @@
 from typing import Optional, Sequence
 
 from ..schemes import build_scheme, canonical_name
+from .encoders import VGG_BLOCKS, load_imagenet_weights
 from .model import SchemeUNet
 
 FILTERS = (32, 64, 128, 256, 512)
@@ -34,12 +35,18 @@ def build_unet(
     cgm: bool = False,
     in_channels: int = 3,
     num_classes: int = 1,
+    encoder: str = VGG_BLOCKS,
+    encoder_norm: str = "BN",
+    encoder_weights: str = "",
 ) -> SchemeUNet:
     """A UNet-family model by Table 1 name ("unet", "wide_unet", "unet++", "unet3+", "unet#")
     or by any scheme name of ``sharp_fpn.schemes`` ("plain", "nested", "+++", "#", ...).
 
     ``filters`` sets the widths and, by its length, the number of rows (default: the paper's).
     ``branch_channels`` None picks the paper's form (see ``default_branch_channels``).
+    ``encoder`` "VGG16" or "R101" puts an ImageNet encoder under the decoder (Table 2, upper
+    part; ``filters`` then sets the decoder only); ``encoder_weights`` is a local torchvision
+    ImageNet file to start it from (nothing is downloaded).
     """
     key = str(name).strip().lower()
     if key in PAPER_MODELS:
@@ -49,7 +56,7 @@ def build_unet(
     filters = list(filters if filters is not None else paper_filters)
     if branch_channels is None:
         branch_channels = default_branch_channels(scheme, filters)
-    return SchemeUNet(
+    model = SchemeUNet(
         build_scheme(scheme, len(filters)),
         filters,
         in_channels=in_channels,
@@ -57,4 +64,9 @@ def build_unet(
         branch_channels=branch_channels,
         deep_supervision=deep_supervision,
         cgm=cgm,
+        encoder=encoder,
+        encoder_norm=encoder_norm,
     )
+    if encoder_weights:
+        load_imagenet_weights(model.encoder, encoder_weights)
+    return model
