@@ -65,7 +65,7 @@ def train_and_evaluate(args, neck: str, seed: int) -> dict:
                                       *args.opts, *neck_opts(neck)])
     cfg.SOLVER.STEPS = tuple(sorted({max(1, int(args.max_iter * f)) for f in (0.75, 0.92)} - {args.max_iter}))
     cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, args.max_iter // 2)
-    cfg.SOLVER.CHECKPOINT_PERIOD = args.max_iter
+    cfg.SOLVER.CHECKPOINT_PERIOD = min(args.max_iter, 500)  # for --resume after a cut-off run
     cfg.TEST.EVAL_PERIOD = 0
     register_json_datasets(cfg, args.train_json, args.val_json, args.image_root)
     cfg.freeze()
@@ -74,7 +74,7 @@ def train_and_evaluate(args, neck: str, seed: int) -> dict:
     (out / "config.yaml").write_text(cfg.dump())
     seed_all_rng(seed)
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
+    trainer.resume_or_load(resume=args.resume)
     started = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - started
@@ -143,6 +143,9 @@ def main(argv=None):
     p.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
                    help="train every neck once per seed (default: 0)")
     p.add_argument("--output-dir", default="output/compare_necks", help="(default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each run from the last checkpoint in its folder (train time then "
+                   "counts only the part after the resume)")
     p.add_argument("--collect", nargs="+", metavar="JSON",
                    help="train nothing: merge compare_necks.json files of earlier runs (e.g. seeds run "
                    "as separate processes) into one table in --output-dir")

@@ -42,6 +42,25 @@ def add_sharp_fpn_config(cfg):
     # With SCHEME "plain" it gives the parameter-matched wide FPN (capacity without topology).
     cfg.MODEL.SHARP_FPN.ROW_CONV_CHANNELS = 0
 
+    # The input pipeline (sharp_fpn/data/augment.py), shared by training, evaluation and
+    # prediction. How an image is resized: "shortest_edge" (Detectron2's MIN_SIZE_*/MAX_SIZE_*)
+    # or "scale" (a factor of the file's own pixels, so nuclei keep their size in pixels).
+    cfg.INPUT.RESIZE = "shortest_edge"
+    # With RESIZE "scale": the training factor is drawn uniformly from this range ...
+    cfg.INPUT.SCALE_TRAIN = (1.0, 1.0)
+    # ... and evaluation and prediction use this one.
+    cfg.INPUT.SCALE_TEST = 1.0
+    # Vertical flips and transposes besides INPUT.RANDOM_FLIP: microscopy has no up or down.
+    cfg.INPUT.DIHEDRAL = False
+    # Random brightness, contrast and gamma (factor ranges), grey and inverted images.
+    cfg.INPUT.INTENSITY = CN()
+    cfg.INPUT.INTENSITY.ENABLED = False
+    cfg.INPUT.INTENSITY.BRIGHTNESS = (0.8, 1.2)
+    cfg.INPUT.INTENSITY.CONTRAST = (0.8, 1.2)
+    cfg.INPUT.INTENSITY.GAMMA = (0.7, 1.4)
+    cfg.INPUT.INTENSITY.GREY_PROB = 0.0
+    cfg.INPUT.INTENSITY.INVERT_PROB = 0.0
+
     cfg.MODEL.VGG = CN()
     # VGG depth: 11, 13, 16 or 19 (the UNet# paper's instance experiments use 16).
     cfg.MODEL.VGG.DEPTH = 16
@@ -94,6 +113,7 @@ def check_config(cfg: CN) -> None:
         ("MODEL.SHARP_FPN.FUSION", cfg.MODEL.SHARP_FPN.FUSION, FUSIONS),
         ("MODEL.SHARP_FPN.CONV", cfg.MODEL.SHARP_FPN.CONV, CONVS),
         ("MODEL.SHARP_FPN.UPSAMPLE", cfg.MODEL.SHARP_FPN.UPSAMPLE, UPSAMPLE_MODES),
+        ("INPUT.RESIZE", cfg.INPUT.RESIZE, ("shortest_edge", "scale")),
     ):
         if value not in valid:
             raise ValueError(f"{key} = {value!r} is not valid; choose one of {valid}")

@@ -21,7 +21,7 @@ from sharp_fpn import get_sharp_cfg
 from sharp_fpn.checkpoint import SharpCheckpointer
 from sharp_fpn.data.image_io import load_image_array
 from sharp_fpn.data.synthetic import make_synthetic_dataset
-from sharp_fpn.predict import NucleiPredictor, SetupError, auto_scale
+from sharp_fpn.predict import NucleiPredictor, SetupError
 from sharp_fpn.predict.predictor import grey_intensity
 
 # ResNet-18 and narrow heads: a real Mask R-CNN that runs a 128 px image in well under a second.
@@ -137,14 +137,6 @@ def test_scale_factor_predicts_at_file_resolution():
     prediction = tiny_predictor(scale=1.5).predict(synthetic_images()[1])
     assert prediction.labels.shape == (96, 128) and prediction.scale == pytest.approx((1.5, 1.5))
     check_labels(prediction)
-
-
-def test_auto_scale_follows_test_resize_but_never_shrinks():
-    assert auto_scale(256, 320, 640, 1333) == pytest.approx(2.5)
-    assert auto_scale(256, 1000, 640, 1333) == pytest.approx(1.333)  # long edge capped
-    assert auto_scale(1000, 1000, 640, 1333) == 1.0  # Detectron2 would shrink to 640
-    assert auto_scale(4096, 4096, 640, 1333) == 1.0
-    assert auto_scale(100, 100, 0, 0) == 1.0
 
 
 def test_grey_intensity_drops_alpha_and_averages_colour():

@@ -11,12 +11,13 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from .augment import build_nuclei_augmentations
 from .image_io import DEFAULT_PERCENTILES, load_image_array, read_image
 
 
 class NucleiDatasetMapper(DatasetMapper):
-    """``NucleiDatasetMapper(cfg, is_train)``: :class:`DatasetMapper` (same config keys and
-    augmentations) reading images with :func:`~.image_io.read_image` instead of Detectron2's
+    """``NucleiDatasetMapper(cfg, is_train)``: :class:`DatasetMapper` (same config keys) with
+    the nuclei input pipeline of :mod:`.augment`, reading images with :func:`~.image_io.read_image` instead of Detectron2's
     PIL reader, which saturates 16-bit images.
 
     COCO RLE annotations need ``INPUT.MASK_FORMAT "bitmask"``; this mapper says so instead of
@@ -35,6 +36,16 @@ class NucleiDatasetMapper(DatasetMapper):
         super().__init__(is_train, **kwargs)
         self.normalize_uint8 = normalize_uint8
         self.percentiles = percentiles
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        """DatasetMapper's arguments, with the nuclei input pipeline (``INPUT.RESIZE``, crops,
+        symmetries, intensity; see :mod:`.augment`) instead of Detectron2's resize and flip.
+        A plain Detectron2 config (without sharp_fpn's INPUT keys) keeps Detectron2's."""
+        kwargs = super().from_config(cfg, is_train)
+        if "RESIZE" in cfg.INPUT:
+            kwargs["augmentations"] = build_nuclei_augmentations(cfg, is_train)
+        return kwargs
 
     def __call__(self, dataset_dict: dict) -> dict:
         # Detectron2's DatasetMapper.__call__ has no hook for reading images, so this follows

@@ -6,7 +6,7 @@ over many files for ``tools/predict.py``. Large images are tiled (:mod:`.tiling`
 """
 from .batch import OutputFormats, expand_inputs, predict_files
 from .labels import TABLE_COLUMNS, object_table, paint_labels
-from .predictor import NucleiPredictor, Prediction, SetupError, auto_scale
+from .predictor import NucleiPredictor, Prediction, SetupError
 from .tiling import Detections, Window, detect_tiled, tile_windows
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "SetupError",
     "TABLE_COLUMNS",
     "Window",
-    "auto_scale",
     "detect_tiled",
     "expand_inputs",
     "object_table",

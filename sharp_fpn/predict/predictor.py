@@ -24,6 +24,7 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import SharpCheckpointer
 from ..config import get_sharp_cfg
+from ..data.augment import inference_scale, scaled_shape
 from ..data.image_io import load_image_array, to_rgb_uint8
 from .labels import object_table, paint_labels
 from .tiling import Detections, Window, check_tiling, detect_tiled
@@ -77,18 +78,6 @@ def grey_intensity(array: np.ndarray) -> np.ndarray:
     if channels == 1:
         return array[..., 0]
     return array[..., :channels].mean(axis=2, dtype=np.float32)
-
-
-def auto_scale(height: int, width: int, min_size: int, max_size: int) -> float:
-    """Detectron2's test resize factor (shortest edge to ``min_size``, longest at most
-    ``max_size``), but never below 1: a large image is tiled at full resolution rather than
-    shrunk, since nuclei are small (most under 32 px)."""
-    if min_size <= 0:
-        return 1.0
-    scale = min_size / min(height, width)
-    if max_size > 0 and max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1.0, scale)
 
 
 @contextlib.contextmanager
@@ -218,7 +207,8 @@ class NucleiPredictor:
             tiled. None or 0: never tile.
         tile_overlap: overlap of neighbouring tiles (model input pixels); make it larger than
             the largest nucleus.
-        scale: "auto" (:func:`auto_scale`) or a fixed factor from file pixels to model input.
+        scale: "auto" (the config's test scale rule, :func:`~sharp_fpn.data.augment.inference_scale`,
+            as in training and evaluation) or a fixed factor from file pixels to model input.
         mask_threshold: mask probability at which a pixel belongs to a nucleus (Detectron2: 0.5).
 
     ``predict(path_or_array)`` returns a :class:`Prediction`.
@@ -272,7 +262,7 @@ class NucleiPredictor:
 
     def scale_for(self, height: int, width: int) -> float:
         if self.scale == "auto":
-            return auto_scale(height, width, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST)
+            return inference_scale(self.cfg, height, width)
         return float(self.scale)
 
     def predict(self, image: Union[str, os.PathLike, np.ndarray], progress=None) -> Prediction:
@@ -288,7 +278,7 @@ class NucleiPredictor:
         rgb = to_rgb_uint8(np.asarray(image))
         height, width = rgb.shape[:2]
         factor = self.scale_for(height, width)
-        new_h, new_w = max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+        new_h, new_w = scaled_shape(height, width, factor)
         model_input = rgb if self.input_format == "RGB" else rgb[..., ::-1]
         if (new_h, new_w) != (height, width):
             model_input = T.ResizeTransform(height, width, new_h, new_w).apply_image(np.ascontiguousarray(model_input))
