@@ -90,10 +90,11 @@ def test_tiled_equals_untiled_on_real_predictions():
 
 
 def test_predictor_tiles_large_inputs_and_keeps_the_invariants():
+    # scale 1: the tiles are counted in file pixels, whatever the config's scale rule does
     image = synthetic_images()[0]
-    tiled = tiny_predictor(tile_size=64, tile_overlap=32).predict(image)
+    tiled = tiny_predictor(tile_size=64, tile_overlap=32, scale=1.0).predict(image)
     assert tiled.num_tiles == 6 and tiled.num_objects > 0  # 96x128 -> 2 x 3 tiles
     check_labels(tiled)
-    assert tiny_predictor(tile_size=128, tile_overlap=32).predict(image).num_tiles == 1
-    untiled = tiny_predictor(tile_size=None).predict(image)
-    assert np.array_equal(tiny_predictor(tile_size=128, tile_overlap=32).predict(image).labels, untiled.labels)
+    assert tiny_predictor(tile_size=128, tile_overlap=32, scale=1.0).predict(image).num_tiles == 1
+    untiled = tiny_predictor(tile_size=None, scale=1.0).predict(image)
+    assert np.array_equal(tiny_predictor(tile_size=128, tile_overlap=32, scale=1.0).predict(image).labels, untiled.labels)

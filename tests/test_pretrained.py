@@ -4,7 +4,6 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint, tiny_predictor  # noqa: F401

@@ -55,9 +55,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP,
                         help="overlap of neighbouring tiles; make it larger than the largest nucleus (default: %(default)s)")
     parser.add_argument("--scale", default="auto", type=scale_option,
-                        help="file pixels to model input: 'auto' (the config's test resize, never shrinking) or a factor (default: %(default)s)")
+                        help="file pixels to model input: 'auto' (the config's test-time scale rule) or a factor (default: %(default)s)")
     formats = parser.add_argument_group("optional outputs (label TIFF and overlay PNG are always written)")
-    formats.add_argument("--objects", action="store_true", help="<name>_objects.csv: label, score, area, centroid, bbox, mean intensity")
+    formats.add_argument("--objects", action="store_true", help="<name>_objects.csv: output name, source file, label, score, area, centroid, bbox, mean intensity")
     formats.add_argument("--geojson", action="store_true", help="<name>.geojson for QuPath (File > Import objects)")
     formats.add_argument("--geojson-object-type", choices=("detection", "annotation"), default="detection", help="QuPath object type (default: %(default)s)")
     formats.add_argument("--imagej", action="store_true", help="<name>_rois.zip for ImageJ/Fiji's ROI Manager")
