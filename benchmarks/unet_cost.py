@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Parameters, multiply-accumulates and inference speed of the UNet family and of UNet#
-pruned to L1-L4 (the seed's Table 1 "Params" column and Fig. 7), at the seed's 96x96.
+"""Parameters, multiply-accumulates and inference speed of the UNet family, of UNet# pruned
+to L1-L4 (the seed's Table 1 "Params" column and Fig. 7) and of the models on ImageNet VGG16 /
+ResNet-101 encoders (its Table 2, upper part), at the seed's 96x96.
 
     python benchmarks/unet_cost.py --device cpu --threads 2 --out output/unet_cost.json
+    python benchmarks/unet_cost.py --no-speed --out output/unet_params.json    # counts and MACs only
 
 MACs count convolutions and linear layers (what dominates); speed is images per second of
 the inference model (no deep-supervision heads), after warm-up, median of a few timed rounds.
@@ -34,6 +36,10 @@ def inference_models():
     models += [
         (f"unet# L{level} raw concat", build_unet("unet#", filters=FILTERS[: level + 1], branch_channels=0))
         for level in (2, 3, 4)
+    ]
+    models += [
+        (f"{name} {encoder}", build_unet(name, encoder=encoder))
+        for encoder in ("VGG16", "R101") for name in ("unet", "unet++", "unet3+", "unet#")
     ]
     return models
 
@@ -82,6 +88,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=0, help="CPU threads, 0: PyTorch's choice (default: %(default)s)")
     parser.add_argument("--size", type=int, default=96, help="image side (default: %(default)s)")
     parser.add_argument("--batches", default="1,32", help="batch sizes to time (default: %(default)s)")
+    parser.add_argument("--no-speed", action="store_true", help="count parameters and MACs only, time nothing")
     parser.add_argument("--out", default="output/unet_cost.json", help="JSON output (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -91,8 +98,9 @@ def main(argv=None):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     rows = []
     for label, model in inference_models():
-        row = {"model": label, "params": count_parameters(model), "gmac": count_macs(model, args.size) / 1e9}
-        for batch in (int(b) for b in args.batches.split(",")):
+        row = {"model": label, "params": count_parameters(model), "encoder_params": count_parameters(model.encoder),
+               "gmac": count_macs(model, args.size) / 1e9}
+        for batch in () if args.no_speed else (int(b) for b in args.batches.split(",")):
             row[f"img_per_s_b{batch}"] = images_per_second(model, args.size, batch, device)
         rows.append(row)
         print(json.dumps(row), flush=True)

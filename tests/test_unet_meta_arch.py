@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,12 @@ def tiny_cfg(tmp_path, config="configs/unet_sharp_ds.yaml", *opts):
 
 def test_every_shipped_config_builds_its_model(tmp_path):
     configs = sorted(Path("configs").glob("unet_*.yaml"))
-    assert len(configs) >= 8
+    assert len(configs) >= 16
     for config in configs:
         model = build_model(tiny_cfg(tmp_path, str(config)))
         assert isinstance(model, SemanticUNet)
+        encoder = config.stem.split("_")[-1]
+        assert model.net.encoder_name == (encoder if encoder in ("VGG16", "R101") else "vgg_blocks"), config
 
 
 def test_meta_arch_trains_and_infers_on_detectron2_inputs(tmp_path):
@@ -43,15 +46,35 @@ def test_meta_arch_trains_and_infers_on_detectron2_inputs(tmp_path):
         model.prune_level = 2
         pruned = model(batch)
     assert outputs[0]["sem_seg"].shape == pruned[0]["sem_seg"].shape == (1, 64, 64)
+    assert outputs[0]["readout"] == "not pruned, accurate mode: mean of heads X(0,1..4)"
+    assert pruned[0]["readout"] == "pruned to L2: head X(0,2)"
 
 
-def test_detectron2_training_loop_runs_and_evaluates(tmp_path):
-    cfg = tiny_cfg(tmp_path, "configs/unet_nested_ds.yaml")
+def test_detectron2_training_loop_runs_and_evaluates(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path, "configs/unet_nested_ds.yaml", "MODEL.UNET.PRUNE_LEVEL", "3")
     trainer = UNetTrainer(cfg)
     trainer.train()
-    results = UNetTrainer.test(cfg, trainer.model)
-    assert 0 <= results["foreground"]["iou"] <= 100 and results["foreground"]["images"] == 3
+    with caplog.at_level(logging.INFO, logger="sharp_fpn.unet.evaluator"):
+        results = UNetTrainer.test(cfg, trainer.model)
+    scores = results["foreground"]
+    assert list(scores) == ["iou", "iou_pooled", "iou_batch128", "miou_fg_bg", "soft_dice", "dice", "dice_pooled",
+                            "images"]
+    assert all(0 <= value <= 1 for name, value in scores.items() if name != "images") and scores["images"] == 3
+    # one table, metric | value, in the units of Mask R-CNN's nuclei/fg_iou, naming the pruned model
+    (log,) = [r.getMessage() for r in caplog.records if "| metric" in r.getMessage()]
+    assert "pruned to L3: head X(0,3)" in log
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in log.splitlines() if line[:1] == "|"]
+    rows = dict(cells)
+    assert rows.pop("metric") == "value" and rows.pop(":-------------") == "--------:"
+    assert rows == {name: f"{value:.0f}" if name == "images" else f"{value:.4f}" for name, value in scores.items()}
     assert (tmp_path / "model_final.pth").is_file()
+
+
+def test_encoder_keys_reach_the_model(tmp_path):
+    model = build_model(tiny_cfg(tmp_path, "configs/unet_sharp_VGG16.yaml", "MODEL.UNET.ENCODER_NORM", "GN"))
+    assert model.net.encoder_name == "VGG16" and model.net.encoder_norm == "GN"
+    with pytest.raises(FileNotFoundError, match="none.pth: encoder weights not found"):
+        build_model(tiny_cfg(tmp_path, "configs/unet_plain_R101.yaml", "MODEL.UNET.ENCODER_WEIGHTS", "none.pth"))
 
 
 def test_pruning_level_without_its_head_is_refused_at_build(tmp_path):
