@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Per-image analysis of finished runs: scores by image kind, and paired differences.
+
+    python benchmarks/by_image.py RUN_DIR [RUN_DIR ...] --val-json ann/val.json \
+        --image-root STAGE_DIR [--baseline RUN_DIR] [--output-dir out/by_image]
+
+A RUN_DIR is a training output folder holding ``inference/<dataset>/metrics.json`` (the
+evaluator's per-image detail). Each run gets its DSB score and foreground IoU per image kind
+(:mod:`sharp_fpn.data.kinds`: fluorescence, brightfield or tissue, small or large). With
+``--baseline``, each other run also gets the mean per-image DSB difference against it, with a
+bootstrap 95% interval over images (paired: the same images in both) and the number of images
+on which it is better, overall and per kind.
+"""
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+import common
+from sharp_fpn.data.image_io import read_image
+from sharp_fpn.data.kinds import image_kind
+
+
+def per_image(run_dir: Path) -> dict:
+    """image_id -> the evaluator's per-image row, from the run's one metrics.json."""
+    found = sorted(Path(run_dir).glob("inference/*/metrics.json"))
+    if len(found) != 1:
+        raise SystemExit(f"error: {run_dir}: expected one inference/*/metrics.json, found {len(found)}")
+    return {row["image_id"]: row for row in json.loads(found[0].read_text())["per_image"]}
+
+
+def kinds_of(val_json: str, image_root: str) -> dict:
+    """image_id -> kind, read off each image's pixels."""
+    images = json.loads(Path(val_json).read_text())["images"]
+    return {im["id"]: image_kind(read_image(Path(image_root) / im["file_name"], "RGB")) for im in images}
+
+
+def paired_interval(differences: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple:
+    """Mean of paired differences and its percentile bootstrap 95% interval."""
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, len(differences), (resamples, len(differences)))].mean(axis=1)
+    return float(differences.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="training output folders")
+    p.add_argument("--val-json", required=True, help="the converted JSON the runs were evaluated on")
+    p.add_argument("--image-root", required=True, help="the folder its file_name are relative to")
+    p.add_argument("--baseline", help="a run to compare every other run with, image by image")
+    p.add_argument("--output-dir", default="output/by_image", help="(default: %(default)s)")
+    args = p.parse_args(argv)
+    kinds = kinds_of(args.val_json, args.image_root)
+    groups = ["all"] + sorted(set(kinds.values()))
+    members = {g: [i for i in kinds if g == "all" or kinds[i] == g] for g in groups}
+    runs = {str(r): per_image(Path(r)) for r in args.runs + ([args.baseline] if args.baseline else [])}
+    for name, rows in runs.items():
+        if set(rows) != set(kinds):
+            raise SystemExit(f"error: {name}: its images are not those of {args.val_json}")
+
+    payload = defaultdict(dict)
+    lines = ["| run | " + " | ".join(f"{g} ({len(members[g])})" for g in groups) + " |", "|---" * (1 + len(groups)) + "|"]
+    for name, rows in runs.items():
+        cells = []
+        for g in groups:
+            dsb = float(np.mean([rows[i]["dsb_score"] for i in members[g]]))
+            iou = float(np.mean([rows[i]["fg_iou"] for i in members[g]]))
+            payload[name][g] = {"dsb_score": dsb, "fg_iou": iou}
+            cells.append(f"{dsb:.3f} / {iou:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "DSB score / foreground IoU (per-image means) by image kind (images):\n\n" + "\n".join(lines)
+
+    if args.baseline:
+        base = runs[str(args.baseline)]
+        lines = ["| run - baseline | " + " | ".join(groups) + " |", "|---" * (1 + len(groups)) + "|"]
+        for name in map(str, args.runs):
+            cells = []
+            for g in groups:
+                diff = np.array([runs[name][i]["dsb_score"] - base[i]["dsb_score"] for i in members[g]])
+                mean, low, high = paired_interval(diff)
+                payload[name][g]["paired_dsb"] = {"mean": mean, "ci95": [low, high], "better": int((diff > 0).sum()),
+                                                 "worse": int((diff < 0).sum())}
+                cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] ({(diff > 0).sum()}/{len(diff)} better)")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        table += (f"\n\nPaired per-image DSB difference against {args.baseline}: mean [bootstrap 95% interval] "
+                  "(images better):\n\n" + "\n".join(lines))
+    common.write_outputs(args.output_dir, "by_image", dict(payload), table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
