@@ -7,7 +7,10 @@ setup(
     description="Nested, full-scale and UNet# skip connections for Detectron2's FPN, "
     "for nuclei instance segmentation",
     packages=find_packages(include=["sharp_fpn", "sharp_fpn.*"]),
-    package_data={"sharp_fpn": ["pretrained/*.yaml", "pretrained/*.pth", "pretrained/*.md"]},  # the shipped model
+    package_data={
+        "sharp_fpn": ["pretrained/*.yaml", "pretrained/*.pth", "pretrained/*.md"],  # the shipped model
+        "sharp_fpn.napari": ["napari.yaml"],  # the napari plugin's manifest
+    },
     python_requires=">=3.9",
     # Detectron2 itself is not on PyPI under its own name: scripts/setup_env.sh
     # installs it (see README). Ranges, so GPU users keep their own torch build.
@@ -27,5 +30,12 @@ setup(
         "tqdm>=4.60",
         "roifile>=2023.5",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2"],
+        # the napari plugin (sharp_fpn/napari), with a Qt binding so that `napari` opens a window
+        "napari": ["napari[pyqt6]>=0.5", "magicgui>=0.8"],
+        # what its tests add: Qt test helpers and a virtual X server (Xvfb) for the viewer's canvas
+        "napari-test": ["pytest-qt>=4.2", "pytest-xvfb>=3"],
+    },
+    entry_points={"napari.manifest": ["sharp_fpn = sharp_fpn.napari:napari.yaml"]},
 )
