@@ -322,3 +322,32 @@ def test_strict_stops_the_process_pool(tmp_path):
     with pytest.raises(DatasetError, match="empty_mask"):
         convert_dsb2018(stage_dir, tmp_path / "out", strict=True, workers=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_files_are_reported_with_their_cause(stage, tmp_path):
+    stage_dir, ids = stage
+    image, _ = _corrupt_image(stage_dir, ids, tmp_path)  # truncated after 60 bytes
+    empty, text = _mask_path(stage_dir, ids[1]), _mask_path(stage_dir, ids[2])
+    empty.write_bytes(b"")
+    text.write_text("not an image")
+    summary = convert_dsb2018(stage_dir, tmp_path / "out", val_fraction=0.0, workers=1)
+    messages = {issue.path: issue.message for issue in summary.issues}
+    assert messages == {
+        str(image): "cannot read image: truncated PNG (60 bytes, no end chunk)",
+        str(empty): "cannot read mask: empty file (0 bytes)",
+        str(text): "cannot read mask: not a PNG, JPEG or TIFF file (it starts with b'not an i')",
+    }
+
+
+def test_stage_folder_one_level_off_names_the_right_one(stage, tmp_path):
+    stage_dir, ids = stage
+    with pytest.raises(DatasetError) as too_high:
+        convert_dsb2018(tmp_path, tmp_path / "out", workers=1)
+    assert str(too_high.value) == f"{tmp_path}: no <id>/images/ folders in it; its subfolder {stage_dir} holds them, convert that"
+    shutil.copytree(stage_dir, tmp_path / "stage2")
+    with pytest.raises(DatasetError, match=f"its subfolders {stage_dir}, {tmp_path / 'stage2'} hold them, convert one"):
+        convert_dsb2018(tmp_path, tmp_path / "out", workers=1)
+    with pytest.raises(DatasetError) as too_deep:
+        convert_dsb2018(stage_dir / ids[0], tmp_path / "out", workers=1)
+    assert str(too_deep.value).endswith(f"no <id>/images/ folders in it; it is one sample folder, convert its parent {stage_dir}")
+    assert not (tmp_path / "out").exists()

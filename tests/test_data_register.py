@@ -1,12 +1,16 @@
-"""Dataset registration: by JSON path, idempotent, and the conventional dsb2018_* names."""
+"""Dataset registration: by JSON path, idempotent, the image root the converter records, and the
+conventional dsb2018_* names."""
 import importlib
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sharp_fpn.data import register
 from sharp_fpn.data.coco_export import convert_dsb2018
-from sharp_fpn.data.register import DSB2018_DATASETS, register_coco_nuclei, register_dsb2018
+from sharp_fpn.data.register import DSB2018_DATASETS, recorded_image_root, register_coco_nuclei, register_dsb2018
 from sharp_fpn.data.synthetic import make_synthetic_dataset
 
 
@@ -59,3 +63,25 @@ def test_conventional_names_follow_the_env_var(converted, monkeypatch):
 def test_module_reimport_is_harmless():
     importlib.reload(register)
     assert "dsb2018_train" in DatasetCatalog.list()
+
+
+def test_the_converter_records_its_stage_folder(converted, tmp_path):
+    json_file = converted / "json" / "train.json"
+    assert json.loads(json_file.read_text())["info"]["image_root"] == "../stage"  # relative: moves with the pair
+    assert recorded_image_root(json_file) == converted / "stage"
+    register_coco_nuclei("test_nuclei_recorded", json_file)
+    assert MetadataCatalog.get("test_nuclei_recorded").image_root == str(converted / "stage")
+    assert all(Path(d["file_name"]).is_file() for d in DatasetCatalog.get("test_nuclei_recorded"))
+
+    moved = tmp_path / "moved"
+    shutil.copytree(converted, moved)
+    assert recorded_image_root(moved / "json" / "train.json") == moved / "stage"
+
+
+def test_a_json_without_a_recorded_root_defaults_to_its_folder(converted, tmp_path):
+    dataset = json.loads((converted / "json" / "train.json").read_text())
+    del dataset["info"]["image_root"]
+    (tmp_path / "old.json").write_text(json.dumps(dataset))
+    assert recorded_image_root(tmp_path / "old.json") is None
+    register_coco_nuclei("test_nuclei_old", tmp_path / "old.json")
+    assert MetadataCatalog.get("test_nuclei_old").image_root == str(tmp_path)

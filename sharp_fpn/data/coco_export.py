@@ -150,7 +150,8 @@ def convert_dsb2018(
 
     Args:
         stage_dir: a Dsb2018 stage folder (``<id>/images/<id>.png``); ``file_name`` in the JSON
-            is relative to it, so register it as the image root.
+            is relative to it, and the JSON records it (``info.image_root``, relative to
+            ``output_dir``) as the default image root of :func:`~.register.register_coco_nuclei`.
         val_fraction, seed: deterministic split, see :func:`~.split.split_ids`; 1.0 puts
             everything in val.json (e.g. stage1_test with its solution CSV as evaluation set).
         val_ids: a file (one id a line) or ids that form the validation part instead.
@@ -215,7 +216,7 @@ def convert_dsb2018(
         part_images = [image for image in images if image["id"] in part_image_ids]
         part_annotations = [a for a in annotations if a["image_id"] in part_image_ids]
         path = output_dir / f"{part}.json"
-        datasets[path] = _coco_dataset(part_images, part_annotations, stage_dir, part)
+        datasets[path] = _coco_dataset(part_images, part_annotations, stage_dir, output_dir, part)
         summary.outputs[part] = path
         summary.images[part], summary.nuclei[part] = len(part_images), len(part_annotations)
 
@@ -229,15 +230,30 @@ def convert_dsb2018(
     return summary
 
 
-def _coco_dataset(images: list[dict], annotations: list[dict], stage_dir: Path, part: str) -> dict:
+def _coco_dataset(images: list[dict], annotations: list[dict], stage_dir: Path, output_dir: Path, part: str) -> dict:
     return {
-        # pycocotools' loadRes copies "info"; some versions fail without it.
-        "info": {"description": f"Dsb2018 {stage_dir.name} ({part}), converted by sharp_fpn", "version": "1.0"},
+        # pycocotools' loadRes copies "info"; some versions fail without it. "image_root" is the
+        # folder file_name are relative to, seen from the JSON's folder, so that training finds
+        # the images without being told (register.recorded_image_root reads it).
+        "info": {
+            "description": f"Dsb2018 {stage_dir.name} ({part}), converted by sharp_fpn",
+            "version": "1.0",
+            "image_root": _relative_to(stage_dir, output_dir),
+        },
         "licenses": [],
         "categories": [NUCLEUS_CATEGORY],
         "images": images,
         "annotations": annotations,
     }
+
+
+def _relative_to(folder: Path, start: Path) -> str:
+    """``folder`` as seen from ``start`` (so the pair can move together), or absolute where no
+    relative path exists (another drive)."""
+    try:
+        return Path(os.path.relpath(folder.resolve(), start.resolve())).as_posix()
+    except ValueError:
+        return folder.resolve().as_posix()
 
 
 def write_json_files_atomic(contents: dict[Path, object]) -> None:

@@ -129,6 +129,8 @@ def find_samples(
     folders = sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DatasetError(f"{stage_dir}: no sample folders (expected <id>/images/<id>.png)")
+    if not any((folder / "images").is_dir() for folder in folders):
+        raise DatasetError(f"{stage_dir}: no <id>/images/ folders in it{_where_samples_are(stage_dir, folders)}")
     samples, issues = [], []
     for folder in folders:
         image_id = folder.name
@@ -162,6 +164,40 @@ def find_samples(
                 Issue("unknown_image", first.csv_path, f"line {first.line}: no folder for ImageId {image_id}")
             )
     return samples, issues
+
+
+def _where_samples_are(stage_dir: Path, folders: list[Path]) -> str:
+    """A hint for a stage folder given one level off: the subfolders that hold sample folders
+    (one level too high), or the parent when this is a sample folder itself (one too deep)."""
+    if (stage_dir / "images").is_dir():
+        return f"; it is one sample folder, convert its parent {stage_dir.parent}"
+    holders = [f for f in folders if any((child / "images").is_dir() for child in f.iterdir() if child.is_dir())]
+    if len(holders) == 1:
+        return f"; its subfolder {holders[0]} holds them, convert that"
+    if holders:
+        return f"; its subfolders {', '.join(map(str, holders))} hold them, convert one of those"
+    return ""
+
+
+# File signatures, to tell a file that is not an image from a damaged one.
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _unreadable_cause(path: Path, error: Exception) -> str:
+    """Why a file could not be decoded, in words: OpenCV only says that it failed."""
+    message = str(error).removeprefix(f"{path}: ")
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return message
+    if not data:
+        return "empty file (0 bytes)"
+    kind = next((kind for signature, kind in _SIGNATURES.items() if data.startswith(signature)), None)
+    if kind is None:
+        return f"not a PNG, JPEG or TIFF file (it starts with {data[:8]!r})"
+    if kind == "PNG" and b"IEND" not in data[-12:]:
+        return f"truncated PNG ({len(data):,} bytes, no end chunk)"
+    return f"{message} (a damaged {kind} file of {len(data):,} bytes)"
 
 
 def _encode(mask: np.ndarray) -> dict:
@@ -200,8 +236,8 @@ def _mask_from_png(path: Path, image_shape: tuple[int, int], issues: list[Issue]
     """The foreground of one mask file, or None (with an issue recorded) when unusable."""
     try:
         array = load_image_array(path)
-    except (OSError, ValueError) as error:
-        issues.append(Issue("unreadable_file", str(path), f"cannot read mask ({error.__class__.__name__})"))
+    except (OSError, ValueError, cv2.error) as error:  # OpenCV raises its own error on a 0-byte file
+        issues.append(Issue("unreadable_file", str(path), f"cannot read mask: {_unreadable_cause(path, error)}"))
         return None
     if array.ndim == 3:  # colour masks: foreground in any colour channel, never in alpha
         array = array[..., : 3 if array.shape[2] >= 3 else 1].max(axis=2)
@@ -255,9 +291,9 @@ def read_sample(sample: Dsb2018Sample) -> ImageRecord:
     record = ImageRecord(sample.image_id, sample.file_name)
     try:
         image = load_image_array(sample.image_path)
-    except (OSError, ValueError) as error:
-        reason = error.__class__.__name__
-        record.issues.append(Issue("unreadable_file", str(sample.image_path), f"cannot read image ({reason})"))
+    except (OSError, ValueError, cv2.error) as error:  # OpenCV raises its own error on a 0-byte file
+        reason = _unreadable_cause(sample.image_path, error)
+        record.issues.append(Issue("unreadable_file", str(sample.image_path), f"cannot read image: {reason}"))
         return record
     record.height, record.width = image.shape[:2]
 

@@ -7,6 +7,7 @@ register. Registration is lazy: a JSON is read when the dataset is first used.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -32,12 +33,33 @@ def datasets_root() -> Path:
     return Path(os.environ.get(DATASETS_ENV, DEFAULT_DATASETS_ROOT))
 
 
+def recorded_image_root(json_file: str | os.PathLike) -> Path | None:
+    """The stage folder that :func:`~.coco_export.convert_dsb2018` recorded in a JSON
+    (``info.image_root``, relative to the JSON's folder), or None for other JSONs."""
+    with open(json_file) as handle:
+        try:
+            info = json.load(handle).get("info") or {}
+        except (ValueError, AttributeError) as error:
+            raise ValueError(f"{json_file}: not a COCO JSON file ({error})") from None
+    root = info.get("image_root") if isinstance(info, dict) else None
+    return Path(os.path.normpath(Path(json_file).parent / root)) if root else None
+
+
 def register_coco_nuclei(
-    name: str, json_file: str | os.PathLike, image_root: str | os.PathLike, evaluator_type: str = "coco"
+    name: str,
+    json_file: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    evaluator_type: str = "coco",
 ) -> None:
     """Register a COCO nuclei JSON (as written by :func:`~.coco_export.convert_dsb2018`) under
     ``name``, replacing any earlier registration of that name, so calling it twice is harmless.
+
+    ``file_name`` in the JSON are relative to ``image_root``; by default the folder recorded
+    in the JSON (:func:`recorded_image_root`), else the JSON's own folder. The default reads the
+    JSON now; with a root given, nothing is read before the dataset is first used.
     """
+    if image_root is None:
+        image_root = recorded_image_root(json_file) or Path(json_file).parent
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
