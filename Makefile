@@ -12,8 +12,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The quick R-101 neck cost table (~2.5 min on 2 cores); its files go to output/bench, not
+# into benchmarks/results, which holds the curated tables.
 bench: setup
-	$(PY) benchmarks/neck_cost.py --backbones R101 --measure params macs neck
+	$(PY) benchmarks/neck_cost.py --backbones R101 --measure params macs neck --output-dir output/bench
 
 clean:
 	rm -rf $(VENV) demo_output

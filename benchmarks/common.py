@@ -82,14 +82,14 @@ CHEAP_SHARP_VARIANTS = {
         _v("sharp_sep_n128", "sharp", "concat, separable, 128-ch nodes, 32-ch branches", CONV="separable",
            NODE_CHANNELS=128, BRANCH_CHANNELS=32),
         _v("sharp_sum_sep", "sharp", "sum, separable convs", FUSION="sum", CONV="separable"),
-        _v("sharp_pwdw", "sharp", "concat, pointwise-then-depthwise convs", CONV="pw_dw"),
+        _v("sharp_pwdw", "sharp", "concat, pointwise-then-depthwise convs (the default CONV)", CONV="pw_dw"),
         _v("sharp_pwdw_n128", "sharp", "concat, pointwise-then-depthwise, 128-ch nodes, 32-ch branches",
            CONV="pw_dw", NODE_CHANNELS=128, BRANCH_CHANNELS=32),
     )
 }
 ALL_VARIANTS = {**SCHEME_VARIANTS, **CHEAP_SHARP_VARIANTS}
 DEFAULT_VARIANTS = ("plain", "wide_plain", "nested", "nested_sum", "full_scale", "full_scale_sum",
-                    "sharp", "sharp_sum")
+                    "sharp", "sharp_sum", "sharp_pwdw")
 
 
 def quiet() -> None:
