@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", type=Path, help="its config (default: the config.yaml beside the weights)")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "napari_widget.png",
                         help="where the PNG goes (default: docs/napari_widget.png)")
-    parser.add_argument("--size", type=int, nargs=2, default=(1100, 640), help="window width and height in px")
+    parser.add_argument("--size", type=int, nargs=2, default=(1200, 700), help="window width and height in px")
     args = parser.parse_args(argv)
 
     viewer = napari.Viewer(title="sharp_fpn nuclei")
@@ -49,6 +49,10 @@ def main(argv=None) -> int:
         print(f"{args.image}: {widget.status.value}", file=sys.stderr)
         return 1
     viewer.layers.selection.active = viewer.layers[f"{args.image.stem}_detections"]
+    viewer.reset_view()  # fit the image to the canvas the dock widget left
+    for _ in range(10):
+        QApplication.processEvents()
+        time.sleep(0.05)
     imsave(args.output, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
     print(f"{widget.status.value}; wrote {args.output}")
     viewer.close()
