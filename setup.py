@@ -33,7 +33,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2"],
         # the napari plugin (sharp_fpn/napari), with a Qt binding so that `napari` opens a window
-        "napari": ["napari[pyqt6]>=0.5", "magicgui>=0.8"],
+        "napari": ["napari[pyqt6]>=0.6.2", "magicgui>=0.8"],
         # what its tests add: Qt test helpers and a virtual X server (Xvfb) for the viewer's canvas
         "napari-test": ["pytest-qt>=4.2", "pytest-xvfb>=3"],
     },

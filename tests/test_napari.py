@@ -1,6 +1,7 @@
-"""The napari plugin (sharp_fpn/napari) in a real napari viewer: the widget docked through the
-plugin's manifest, as napari's Plugins menu docks it; runs of a tiny real Mask R-CNN on synthetic
-images; errors shown in the viewer; and the reader of predict.py's label files.
+"""The napari plugin (sharp_fpn/napari) in a real napari viewer: the widget docked from its entry
+in napari's Plugins menu (the manifest, found through the package's entry point); runs of a tiny
+real Mask R-CNN on synthetic images; errors shown in the viewer; the reader of predict.py's label
+files.
 
 Headless: pytest-xvfb starts a virtual X server. napari's canvas needs OpenGL, which Qt 6's
 ``offscreen`` platform does not provide ("QOpenGLWidget is not supported"), so a virtual display
@@ -33,11 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 120_000  # a run on a busy 2-core machine, model loading included
 
 
+PLUGINS_MENU_ENTRY = "Segment nuclei (sharp_fpn nuclei)"
+
+
 @pytest.fixture
 def viewer_and_widget(make_napari_viewer):
+    """A viewer with the widget docked from its entry in napari's Plugins menu."""
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("sharp_fpn", "Segment nuclei")
-    return viewer, widget
+    entries = {action.text(): action for action in viewer.window.plugins_menu.actions()}
+    assert PLUGINS_MENU_ENTRY in entries, list(entries)
+    entries[PLUGINS_MENU_ENTRY].trigger()
+    return viewer, viewer.window.dock_widgets[PLUGINS_MENU_ENTRY]
 
 
 def use_tiny_model(widget, score_threshold=0.0, tile_size=1024):
@@ -81,7 +88,7 @@ def check_layers_match(viewer, name, expected):
     assert list(points.text.values) == [f"{s:.2f}" for s in expected.scores]
 
 
-def test_widget_docks_from_the_plugin_manifest(viewer_and_widget):
+def test_widget_docks_from_the_plugins_menu(viewer_and_widget):
     viewer, widget = viewer_and_widget
     assert isinstance(widget, NucleiWidget)
     assert widget.model.value == SHIPPED and widget.model.choices == (SHIPPED, OWN_MODEL)
