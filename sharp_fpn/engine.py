@@ -2,39 +2,156 @@
 
 :class:`Trainer` is Detectron2's DefaultTrainer with only the pieces nuclei need swapped in,
 plus CPU multi-process training (DDP with ``device_ids=None``, which Detectron2's
-``create_ddp_model`` does not pass).
+``create_ddp_model`` does not pass), progress at least twice a minute whatever an iteration
+costs, and a terminal that shows what a user follows a run by while ``log.txt`` keeps it all.
+Everything a run needs is checked before it starts (:func:`load_config`, :func:`check_run`),
+so a mistake is one line, not a traceback from deep inside a worker.
 """
+import difflib
+import json
 import logging
 import os
+import re
+import sys
+import time
 import weakref
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+import yaml
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import SharpCheckpointer
-from .data import NucleiDatasetMapper, register_coco_nuclei
+from .config import get_sharp_cfg, resolve_config_path
+from .data import DSB2018_DATASETS, NucleiDatasetMapper, register_coco_nuclei
 from .evaluation import NucleiEvaluator
 
+logger = logging.getLogger(__name__)
+
 JSON_TRAIN, JSON_TEST = "sharp_fpn_json_train", "sharp_fpn_json_test"
+CONVERTER = "datasets/prepare_dsb2018.py"
 
 
-def register_json_datasets(cfg, train_json=None, test_json=None, image_root=None):
-    """Register converted COCO JSONs (``file_name`` relative to ``image_root``) and point
-    DATASETS.TRAIN / DATASETS.TEST at them. Run in every worker: ``launch`` spawns fresh ones."""
-    for json_file, name, key in ((train_json, JSON_TRAIN, "TRAIN"), (test_json, JSON_TEST, "TEST")):
+class SetupError(Exception):
+    """A mistake found before a run starts (config, data, weights); the message is one line."""
+
+
+def load_config(config_file, opts=()):
+    """:func:`~sharp_fpn.config.get_sharp_cfg`, with its errors as one-line :class:`SetupError`;
+    for a misspelt key (a bare assertion in yacs) it names the closest real keys."""
+    try:
+        return get_sharp_cfg(config_file, opts)
+    except (AssertionError, KeyError, ValueError, OSError, yaml.YAMLError) as error:
+        message = " ".join(str(error).strip("'\"").split())
+        unknown = re.search(r"Non-existent (?:config )?key: (\S+)", message)
+        if unknown:
+            key = unknown.group(1)
+            known = _config_keys(get_sharp_cfg(None, ["MODEL.DEVICE", "cpu"]))
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.8)
+            message = f"no config key {key}" + (f"; did you mean {' or '.join(close)}?" if close else "")
+        if str(config_file) not in message:
+            message = f"config {config_file}: {message}"
+        raise SetupError(message) from error
+
+
+def _config_keys(node, prefix=""):
+    """Every leaf key of a config, dotted (``SOLVER.MAX_ITER``)."""
+    keys = []
+    for name, value in node.items():
+        keys += _config_keys(value, f"{prefix}{name}.") if isinstance(value, dict) else [prefix + name]
+    return keys
+
+
+def register_json_datasets(cfg, train_json=None, test_json=None, image_root=None, *, train_image_root=None,
+                           test_image_root=None):
+    """Register converted COCO JSONs and point DATASETS.TRAIN / DATASETS.TEST at them.
+
+    Each JSON's ``file_name`` are relative to its own root (``train_image_root`` /
+    ``test_image_root``), else ``image_root``, else the stage folder the converter recorded in
+    the JSON. Run in every worker: ``launch`` spawns fresh ones.
+    """
+    parts = ((train_json, train_image_root, JSON_TRAIN, "TRAIN"), (test_json, test_image_root, JSON_TEST, "TEST"))
+    for json_file, root, name, key in parts:
         if json_file:
             if not os.path.isfile(json_file):
                 raise FileNotFoundError(f"{json_file}: dataset JSON not found")
-            root = image_root or os.path.dirname(os.path.abspath(json_file))
-            register_coco_nuclei(name, json_file, root)
+            register_coco_nuclei(name, json_file, root or image_root)
             cfg.DATASETS[key] = (name,)
 
 
+def check_run(cfg, eval_only=False, resume=False):
+    """Raise :class:`SetupError` for what would otherwise fail after minutes of start-up: a
+    dataset that is not there or whose images are not where its JSON says, missing weights."""
+    trainer_class(cfg).register_datasets(cfg)
+    for name in (() if eval_only else cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
+        _check_dataset(name)
+    weights = cfg.MODEL.WEIGHTS
+    if eval_only and not weights:
+        raise SetupError(f"--eval-only needs the weights to evaluate: add MODEL.WEIGHTS {_final(cfg)}")
+    resuming = resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if weights and not resuming and not os.path.isfile(weights):
+        hint = f" (this config's runs leave {_final(cfg)})" if eval_only else ""
+        raise SetupError(f"MODEL.WEIGHTS {weights}: no such file{hint}")
+
+
+def _final(cfg):
+    return os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+
+
+def _check_dataset(name):
+    if name not in DatasetCatalog.list():
+        raise SetupError(f"dataset {name!r} is not registered; give a converted JSON with --train-json/--test-json")
+    metadata = MetadataCatalog.get(name)
+    json_file, image_root = metadata.get("json_file"), metadata.get("image_root")
+    if not json_file:
+        return  # registered from arrays (the UNet family's data), checked when read
+    if not os.path.isfile(json_file):
+        raise SetupError(f"dataset {name}: {json_file} not found; convert the data first: python {CONVERTER} "
+                         f"{image_root} --output-dir {os.path.dirname(json_file)} (or give --train-json/--test-json)")
+    if name in (JSON_TRAIN, JSON_TEST):
+        flag = "--train-image-root" if name == JSON_TRAIN else "--test-image-root"
+        where = f"give the folder its file_name are relative to with --image-root (or {flag})"
+    elif name in DSB2018_DATASETS:
+        where = "set $SHARP_FPN_DATASETS to the folder that holds dsb2018/"
+    else:
+        where = "register it with the folder its file_name are relative to"
+    first = _first_image(json_file)
+    if first and not os.path.isfile(os.path.join(image_root, first)):
+        raise SetupError(f"{json_file}: its image {first} is not in {image_root}; {where}")
+
+
+def _first_image(json_file):
+    with open(json_file) as f:
+        images = json.load(f).get("images") or [{}]
+    return images[0].get("file_name")
+
+
+class TimedPeriodicWriter(hooks.PeriodicWriter):
+    """Detectron2's PeriodicWriter, which writes every ``period`` iterations, also writing once
+    ``seconds`` have passed: a CPU iteration of a large model can take a minute, and 20 of them
+    without a line look like a hang."""
+
+    def __init__(self, writers, period=20, seconds=30.0):
+        super().__init__(writers, period)
+        self._seconds = seconds
+        self._last_write = time.perf_counter()
+
+    def after_step(self):
+        now = time.perf_counter()
+        due = (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1
+        if due or now - self._last_write >= self._seconds:
+            for writer in self._writers:
+                writer.write()
+            self._last_write = now
+
+
 class Trainer(DefaultTrainer):
+    # Most seconds between two progress lines (and metrics.json rows) while training.
+    PROGRESS_SECONDS = 30.0
+
     def __init__(self, cfg):  # noqa: D107  (DefaultTrainer.__init__, with CPU DDP and our checkpointer)
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
@@ -54,6 +171,17 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     @classmethod
+    def register_datasets(cls, cfg):
+        """Register the datasets that ``cfg`` itself describes; Mask R-CNN's are registered
+        by name at import or by :func:`register_json_datasets`, so none here."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)  # logs every layer, for log.txt
+        logger.info("model: %s", describe_model(cfg, model))
+        return model
+
+    @classmethod
     def build_train_loader(cls, cfg):
         return build_detection_train_loader(cfg, mapper=NucleiDatasetMapper(cfg, is_train=True))
 
@@ -65,6 +193,49 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return NucleiEvaluator(dataset_name, output_dir=output_folder, max_dets=max(500, cfg.TEST.DETECTIONS_PER_IMAGE))
+
+    def build_hooks(self):
+        """Detectron2's hooks, with its iteration-counting writer made time-aware."""
+        return [
+            TimedPeriodicWriter(hook._writers, hook._period, self.PROGRESS_SECONDS)
+            if isinstance(hook, hooks.PeriodicWriter) else hook
+            for hook in super().build_hooks()
+        ]
+
+    def resume_or_load(self, resume=True):
+        """As Detectron2's, without its "Loading from  ..." line for an empty MODEL.WEIGHTS."""
+        if self.cfg.MODEL.WEIGHTS or (resume and self.checkpointer.has_checkpoint()):
+            super().resume_or_load(resume)
+        else:
+            logger.info("training from random weights (MODEL.WEIGHTS is empty)")
+
+    def train(self):
+        """Train, unless the checkpoint resumed from is already the last iteration: Detectron2
+        would then evaluate again and log a step with no learning rate."""
+        if self.start_iter >= self.max_iter:
+            logger.warning(
+                "%s: this run already finished (%d of SOLVER.MAX_ITER %d iterations); nothing to do. Raise "
+                "SOLVER.MAX_ITER to train on, or evaluate it with --eval-only MODEL.WEIGHTS %s",
+                self.cfg.OUTPUT_DIR, self.start_iter, self.max_iter, _final(self.cfg))
+            return None
+        return super().train()
+
+
+def describe_model(cfg, model):
+    """The model in one line: architecture, backbone and neck, size, device."""
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "SemanticUNet":
+        unet = cfg.MODEL.UNET
+        what = f"UNet family {unet.NAME!r}, {unet.ENCODER} encoder" + (", deep supervision" if unet.DEEP_SUPERVISION else "")
+    elif "sharp_fpn" in cfg.MODEL.BACKBONE.NAME:
+        bottom_up = f"VGG{cfg.MODEL.VGG.DEPTH}" if "vgg" in cfg.MODEL.BACKBONE.NAME else f"R-{cfg.MODEL.RESNETS.DEPTH}"
+        neck = cfg.MODEL.SHARP_FPN
+        form = "" if neck.SCHEME == "plain" else f", {neck.CONV} convs"
+        what = f"{'Mask' if cfg.MODEL.MASK_ON else 'Faster'} R-CNN, {bottom_up} + {neck.SCHEME} FPN neck{form}"
+    else:
+        what = f"{arch}, {cfg.MODEL.BACKBONE.NAME}"
+    return f"{what}; {params:.2f} M parameters; on {cfg.MODEL.DEVICE}"
 
 
 def load_model_for_eval(cfg):
@@ -85,10 +256,63 @@ def set_cpu_threads(cfg):
         torch.set_num_threads(max(1, free // comm.get_local_size()))
 
 
-def trainer_class(cfg):
-    """The trainer for ``cfg``'s model: :class:`Trainer`, or the UNet family's for SemanticUNet."""
-    if cfg.MODEL.META_ARCHITECTURE == "SemanticUNet":
-        from .unet.trainer import UNetTrainer
+# Trainers of meta-architectures that need other builders than Mask R-CNN's, by
+# MODEL.META_ARCHITECTURE. Their modules add them when imported (``import sharp_fpn`` does).
+TRAINERS = {}
 
-        return UNetTrainer
-    return Trainer
+
+def trainer_class(cfg):
+    """The trainer for ``cfg``'s model: :class:`Trainer` unless :data:`TRAINERS` names another."""
+    return TRAINERS.get(cfg.MODEL.META_ARCHITECTURE, Trainer)
+
+
+# Loggers whose INFO lines a user follows a run by: our own (config, model, evaluation),
+# the data loaded, the start, the progress lines, inference progress, weights loaded and
+# the total time. Detectron2's other INFO (environment, command line, the full config, every
+# layer, data-loader details) goes to log.txt only; warnings and errors go everywhere.
+TERMINAL_LOGGERS = (
+    "sharp_fpn",
+    "detectron2.data.datasets.coco",
+    "detectron2.engine.train_loop",
+    "detectron2.utils.events",
+    "detectron2.evaluation.evaluator",
+    "detectron2.checkpoint",
+    "detectron2.engine.hooks",
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PlainFormatter(logging.Formatter):
+    """Detectron2's log.txt format without the ANSI colour codes its config dump and tables
+    carry (pygments and termcolor write them into the message itself)."""
+
+    def __init__(self):
+        super().__init__("[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S")
+
+    def format(self, record):
+        return _ANSI.sub("", super().format(record))
+
+
+def _for_terminal(record):
+    return record.levelno >= logging.WARNING or record.name.startswith(TERMINAL_LOGGERS)
+
+
+def setup_logging(output_dir):
+    """Detectron2's loggers, with every line in ``output_dir``/log.txt (without colour codes)
+    and only :data:`TERMINAL_LOGGERS` on the terminal. Call it before Detectron2's
+    ``default_setup``: these are that function's own ``setup_logger`` calls, which are cached
+    by their arguments, so it then finds the loggers set up and adds no second handler."""
+    rank = comm.get_rank()
+    loggers = (
+        setup_logger(output_dir, distributed_rank=rank, name="fvcore"),
+        setup_logger(output_dir, distributed_rank=rank),
+        setup_logger(output_dir, distributed_rank=rank, name="sharp_fpn"),
+    )
+    for each in loggers:
+        for handler in each.handlers:
+            if getattr(handler, "stream", None) is sys.stdout:
+                handler.addFilter(_for_terminal)
+                if not sys.stdout.isatty():
+                    handler.setFormatter(_PlainFormatter())
+            else:
+                handler.setFormatter(_PlainFormatter())

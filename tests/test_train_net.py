@@ -1,5 +1,6 @@
 """tools/train_net.py end to end at a tiny size: train, kill and resume, 2 CPU processes,
---eval-only, and a clear stop on a non-finite loss."""
+--eval-only, a clear stop on a non-finite loss, what the terminal and log.txt show, and a
+resumed run that had already finished."""
 import json
 import os
 import signal
@@ -33,17 +34,25 @@ def data(tmp_path_factory):
 def train_net(data, out, *extra, opts=(), wait=True, env=None):
     cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config", "demo_sharp_R18_cpu.yaml",
            "--train-json", str(data / "ann" / "train.json"), "--test-json", str(data / "ann" / "val.json"),
-           "--image-root", str(data / "stage"), *extra, *TINY, "OUTPUT_DIR", str(out), *opts]
+           *extra, *TINY, "OUTPUT_DIR", str(out), *opts]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_train_then_eval_only(data, tmp_path):
-    out = tmp_path / "run"
-    run = train_net(data, out, opts=["SOLVER.MAX_ITER", "3"])
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """One 3-iteration run with the demo config's own data-loader worker, shared by the tests
+    of what it leaves: its output folder and what it printed."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    run = train_net(data, out, opts=["SOLVER.MAX_ITER", "3", "DATALOADER.NUM_WORKERS", "1"])
     assert run.returncode == 0, run.stdout + run.stderr
+    return out, run.stdout + run.stderr
+
+
+def test_train_then_eval_only(data, trained, tmp_path):
+    out, _ = trained
     assert (out / "model_final.pth").is_file() and (out / "config.yaml").is_file()
     assert list((out).glob("events.out.tfevents.*")), "TensorBoard events are written"
     metrics = json.loads((out / "inference" / "sharp_fpn_json_test" / "metrics.json").read_text())
@@ -54,6 +63,37 @@ def test_train_then_eval_only(data, tmp_path):
     evaluated = json.loads((tmp_path / "eval" / "inference" / "sharp_fpn_json_test" / "metrics.json").read_text())
     assert evaluated["nuclei"]["dsb_score"] == pytest.approx(metrics["nuclei"]["dsb_score"])
     assert not list((tmp_path / "eval").glob("model_*.pth")), "--eval-only does not train"
+
+
+def test_terminal_shows_the_run_and_log_txt_keeps_every_detail(trained):
+    out, printed = trained
+    lines = printed.splitlines()
+    first_progress = next(i for i, line in enumerate(lines) if " iter: " in line and "eta:" in line)
+    assert first_progress <= 40, "\n".join(lines[:first_progress])
+    before = "\n".join(lines[:first_progress])
+    assert "config " + str(ROOT / "configs" / "demo_sharp_R18_cpu.yaml") in before
+    assert len([line for line in lines if "model: Mask R-CNN, R-18 + sharp FPN neck" in line]) == 1
+    assert any("Loaded 2 images in COCO format from" in line and line.endswith("train.json")
+               for line in lines[:first_progress])
+    for noise in ("Environment info", "Running with full config", "is_fx_tracing", "not writable", "CUDA_HOME",
+                  "Loading from  ", "\x1b["):
+        assert noise not in printed, noise
+    log = (out / "log.txt").read_text()
+    for detail in ("Environment info", "Running with full config", "ROI_HEADS:", "GeneralizedRCNN(", "iter: 2"):
+        assert detail in log, detail
+    assert "\x1b[" not in log, "log.txt has no colour codes"
+
+
+def test_resuming_a_finished_run_says_so(data, trained):
+    out, _ = trained
+    metrics = out / "inference" / "sharp_fpn_json_test" / "metrics.json"
+    written = metrics.stat().st_mtime_ns
+    run = train_net(data, out, "--resume", opts=["SOLVER.MAX_ITER", "3"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    printed = run.stdout + run.stderr
+    assert "this run already finished (3 of SOLVER.MAX_ITER 3 iterations)" in printed
+    assert "Start inference" not in printed and "lr: N/A" not in printed
+    assert metrics.stat().st_mtime_ns == written, "not evaluated again"
 
 
 def test_resume_after_kill(data, tmp_path):
@@ -109,5 +149,6 @@ def test_unet_family_through_the_same_tool(tmp_path):
          "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(tmp_path)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "copypaste: iou,dice,iou_pooled,dice_pooled" in run.stdout + run.stderr
+    assert "UNet family 'unet#', vgg_blocks encoder, deep supervision" in run.stdout  # the model in one line
+    assert "copypaste: Task: foreground" in (tmp_path / "log.txt").read_text()
     assert (tmp_path / "model_final.pth").is_file()

@@ -1,75 +1,121 @@
 #!/usr/bin/env python
-"""Train or evaluate Mask R-CNN with a skip-scheme FPN (plain, ++, +++, #) on nuclei, or a
-model of the UNet family (configs/unet_*.yaml) for semantic segmentation.
-
-    python tools/train_net.py --config mask_rcnn_sharp_R101.yaml
-    python tools/train_net.py --config-file configs/mask_rcnn_plain_R50.yaml --num-gpus 2
-    python tools/train_net.py --config mask_rcnn_sharp_R50 --eval-only MODEL.WEIGHTS out/model_final.pth
-    python tools/train_net.py --config unet_sharp_ds.yaml DATASETS.DSB2018_SEMANTIC.ROOT STAGE_DIR
-
-Detectron2's usual flags and trailing KEY VALUE overrides all work.
-"""
+"""Train or evaluate Mask R-CNN with a skip-scheme FPN (plain, ++, +++, #) on nuclei, or a model
+of the UNet family (configs/unet_*.yaml) for semantic segmentation. Detectron2's train_net.py
+with our reader, evaluator and checkpointer: its flags and trailing KEY VALUE overrides work."""
 import logging
+import os
 import sys
 
-import sharp_fpn  # first: registers backbones and datasets, quiets known deprecation noise
+import sharp_fpn  # first: registers backbones, datasets and trainers, quiets known noise
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
-from sharp_fpn.engine import load_model_for_eval, register_json_datasets, set_cpu_threads, trainer_class
+from sharp_fpn.config import resolve_config_path
+from sharp_fpn.data.issues import DatasetError
+from sharp_fpn.engine import (SetupError, check_run, load_config, load_model_for_eval, register_json_datasets,
+                              set_cpu_threads, setup_logging, trainer_class)
+
+logger = logging.getLogger("sharp_fpn.train_net")
+
+EXAMPLES = """examples:
+  # Dsb2018 as registered (dsb2018_train / dsb2018_val; convert it first with datasets/prepare_dsb2018.py)
+  python tools/train_net.py --config mask_rcnn_sharp_R101.yaml
+  # any JSON the converter wrote (it records the folder of its images)
+  python tools/train_net.py --config mask_rcnn_plain_R50.yaml --train-json ann/train.json --test-json ann/val.json
+  # 2 GPUs, or 2 CPU processes; continue after a crash or a kill
+  python tools/train_net.py --config mask_rcnn_sharp_R50 --num-gpus 2
+  python tools/train_net.py --config mask_rcnn_sharp_R50 --resume
+  # evaluate trained weights; the UNet family
+  python tools/train_net.py --config mask_rcnn_sharp_R50 --eval-only MODEL.WEIGHTS output/mask_rcnn_sharp_R50/model_final.pth
+  python tools/train_net.py --config unet_sharp_ds.yaml DATASETS.DSB2018_SEMANTIC.ROOT STAGE_DIR
+
+The terminal shows the config, the model, the data, then progress at least once a minute;
+OUTPUT_DIR/log.txt holds every detail. A mistake in the config, the data or the weights is one
+line and exit status 2; a training that diverges stops with one line and exit status 1."""
 
 
-def setup(args):
-    cfg = sharp_fpn.get_sharp_cfg(args.config or args.config_file, args.opts)
-    register_json_datasets(cfg, args.train_json, args.test_json, args.image_root)
+def setup(args, cfg):
+    """What each process needs besides the checked config: datasets, logs, threads."""
+    cfg = cfg.clone()
+    register_json_datasets(cfg, args.train_json, args.test_json, args.image_root,
+                           train_image_root=args.train_image_root, test_image_root=args.test_image_root)
     cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sharp_fpn")
+    setup_logging(cfg.OUTPUT_DIR)
+    default_setup(cfg, args)  # environment, command line and full config: to log.txt only
     set_cpu_threads(cfg)
+    overrides = f" {' '.join(args.opts)}" if args.opts else ""
+    logger.info("config %s%s; output in %s (every detail in its log.txt)", args.config_file, overrides, cfg.OUTPUT_DIR)
     return cfg
 
 
-def main(args):
-    cfg = setup(args)
+def main(args, cfg):
+    cfg = setup(args, cfg)
     trainer_cls = trainer_class(cfg)  # Mask R-CNN, or the UNet family (configs/unet_*.yaml)
     if args.eval_only:
         model = load_model_for_eval(cfg)
         results = trainer_cls.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
+        logger.info("evaluation in %s", os.path.join(cfg.OUTPUT_DIR, "inference"))
         return results
     trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    results = trainer.train()
+    logger.info("weights %s; evaluation in %s", os.path.join(cfg.OUTPUT_DIR, "model_final.pth"),
+                os.path.join(cfg.OUTPUT_DIR, "inference"))
+    return results
+
+
+def prepare(args):
+    """The config, with it and the data and weights it names checked once, before any process
+    starts: a mistake is then one line, where inside ``launch`` it is a traceback per process."""
+    flags = [word for word in args.opts if word.startswith("--")]
+    if flags:  # argparse hands everything after the first KEY to the overrides
+        raise SetupError(f"{flags[0]} comes after the KEY VALUE overrides; give the flags first")
+    cfg = load_config(args.config or args.config_file, args.opts)
+    args.config_file = str(resolve_config_path(args.config or args.config_file))
+    register_json_datasets(cfg, args.train_json, args.test_json, args.image_root,
+                           train_image_root=args.train_image_root, test_image_root=args.test_image_root)
+    check_run(cfg, eval_only=args.eval_only, resume=args.resume)
+    return cfg
 
 
 def parser():
-    p = default_argument_parser()
+    p = default_argument_parser(epilog=EXAMPLES)
+    p.description = __doc__
     p.add_argument("--config", default="", metavar="NAME",
-                   help="a shipped config by file name (e.g. mask_rcnn_sharp_R101.yaml) or any path")
+                   help="a shipped config by file name (e.g. mask_rcnn_sharp_R101.yaml, .yaml optional) or any path")
     p.add_argument("--train-json", help="train on this converted COCO JSON instead of DATASETS.TRAIN")
     p.add_argument("--test-json", help="evaluate on this converted COCO JSON instead of DATASETS.TEST")
-    p.add_argument("--image-root", help="folder the JSONs' file_name are relative to "
-                   "(default: the JSON's folder; for prepare_dsb2018.py output, its STAGE_DIR)")
+    p.add_argument("--image-root", help="folder the JSONs' file_name are relative to (default: the folder "
+                   "prepare_dsb2018.py recorded in each JSON, its STAGE_DIR; else the JSON's folder)")
+    p.add_argument("--train-image-root", help="the same for --train-json alone (default: --image-root)")
+    p.add_argument("--test-image-root", help="the same for --test-json alone (default: --image-root)")
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     return p
 
 
 def cli(argv=None):
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if not (args.config or args.config_file):
-        parser().error("give --config NAME or --config-file PATH")
+        p.error("give --config NAME or --config-file PATH")
     try:
+        cfg = prepare(args)
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
+               dist_url=args.dist_url, args=(args, cfg))
+    except (SetupError, DatasetError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
     except FloatingPointError as e:
         if args.verbose:
             raise
         first = str(e).splitlines()[0]
         sys.exit(f"error: training stopped, it diverged: {first} Lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS; "
                  "with random weights use GN/BN, not FrozenBN. Resume from the last checkpoint with --resume.")
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (ValueError, KeyError) as e:
         if args.verbose:
             raise
         logging.getLogger("detectron2").debug("error", exc_info=True)

@@ -9,12 +9,16 @@ import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-from ..engine import Trainer
+from ..engine import TRAINERS, Trainer
 from .evaluator import ForegroundEvaluator
 from .loader import SemanticMapper, register_semantic_dsb2018
 
 
 class UNetTrainer(Trainer):
+    @classmethod
+    def register_datasets(cls, cfg):
+        register_semantic_dsb2018(cfg)
+
     @classmethod
     def build_train_loader(cls, cfg):
         register_semantic_dsb2018(cfg)
@@ -45,3 +49,6 @@ class UNetTrainer(Trainer):
         params = [p for p in model.parameters() if p.requires_grad]
         adam = maybe_add_gradient_clipping(cfg, torch.optim.Adam)
         return adam(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+
+
+TRAINERS["SemanticUNet"] = UNetTrainer
