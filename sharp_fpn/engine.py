@@ -25,7 +25,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import SharpCheckpointer
-from .config import get_sharp_cfg, resolve_config_path
+from .config import get_sharp_cfg
 from .data import DSB2018_DATASETS, NucleiDatasetMapper, register_coco_nuclei
 from .evaluation import NucleiEvaluator
 
