@@ -32,8 +32,6 @@ from sharp_fpn.predict.writers import write_label_tiff  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 120_000  # a run on a busy 2-core machine, model loading included
-
-
 PLUGINS_MENU_ENTRY = "Segment nuclei (sharp_fpn nuclei)"
 
 
