@@ -96,3 +96,14 @@ def test_unknown_format(tmp_path):
     cv2.imwrite(str(tmp_path / "g.png"), np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match="YUV"):
         read_image(tmp_path / "g.png", format="YUV")
+
+
+def test_empty_file_is_an_oserror_naming_it(tmp_path):
+    import pytest
+
+    from sharp_fpn.data.image_io import load_image_array
+
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(OSError, match="empty.png: empty file"):
+        load_image_array(empty)

@@ -47,8 +47,11 @@ def load_image_array(path: str | os.PathLike) -> np.ndarray:
         if array.ndim == 3 and array.shape[0] <= 4 < array.shape[2]:
             array = np.moveaxis(array, 0, -1)  # channels-first TIFF
     else:
+        data = np.fromfile(path, dtype=np.uint8)
+        if data.size == 0:
+            raise OSError(f"{path}: empty file")
         with _quiet_opencv():
-            array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+            array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         if array is None:
             raise OSError(f"{path}: cannot decode image")
         if array.ndim == 3 and array.shape[2] == 3:
