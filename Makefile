@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-dry-run clean
 setup:
 	bash scripts/setup_env.sh
 
@@ -16,6 +16,10 @@ test: setup
 # into benchmarks/results, which holds the curated tables.
 bench: setup
 	$(PY) benchmarks/neck_cost.py --backbones R101 --measure params macs neck --output-dir output/bench
+
+# The prepared GPU run (scripts/gpu_run.sh) at a tiny size on the CPU, as tests/test_gpu_run.py runs it.
+gpu-dry-run: setup
+	PYTHON=$(PY) bash scripts/gpu_run.sh --tiny --device cpu output/gpu_dry_run
 
 clean:
 	rm -rf $(VENV) demo_output

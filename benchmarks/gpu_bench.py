@@ -12,7 +12,8 @@ peak memory is torch.cuda.max_memory_allocated over the timed steps. Inference: 
 heads set to return exactly --detections boxes and masks, median latency over --infer-iters
 calls. Names the device (torch.cuda.get_device_name) in gpu_bench.json and gpu_bench.md.
 The four schemes and sharp's cheaper pw_dw form should take 2-3 minutes on an H100; necks
-left when --budget-s runs out are skipped and listed.
+left when --budget-s runs out are skipped and listed. Both files are rewritten after each neck,
+so a run stopped by a time limit keeps the necks it measured.
 """
 import argparse
 import os
@@ -111,6 +112,30 @@ def bench_neck(args, variant, device, amp):
             "infer_latencies_ms": [1000 * t for t in latencies], "final_loss": float(loss)}
 
 
+def write_report(args, info, amp, rows, skipped, total_s: float) -> str:
+    """Write gpu_bench.json and gpu_bench.md of the necks measured so far; returns the markdown."""
+    plain = rows[0]
+    table = []
+    for r in rows:
+        table.append([r["variant"], r["note"], f"{r['neck_params'] / 1e6:.2f}", f"{r['train_images_per_s']:.1f}",
+                      f"{plain['train_images_per_s'] / r['train_images_per_s']:.2f}", f"{r['peak_memory_gib']:.2f}",
+                      f"{r['infer_latency_ms']:.1f}", f"{r['infer_latency_ms'] / plain['infer_latency_ms']:.2f}"])
+    precision = "AMP float16" if amp else "float32"
+    md = "\n".join([
+        common.header(f"GPU: {args.backbone} at {args.size}x{args.size} on {info.get('device_name', args.device)}", info),
+        f"Training: batch {args.batch}, {precision}, {args.iters} timed steps after {args.warmup}; peak memory = "
+        f"torch.cuda.max_memory_allocated. Inference: 1 image, {args.detections} detections, median of "
+        f"{args.infer_iters} calls. Random weights, synthetic inputs. Total {total_s:.0f} s."
+        + (f" Skipped (time budget): {', '.join(skipped)}." if skipped else "") + "\n",
+        common.markdown_table(["neck", "form", "neck params (M)", "train img/s", "step time / plain",
+                               "peak mem (GiB)", "inference (ms)", "inference / plain"], table) + "\n",
+    ])
+    payload = {"args": vars(args), "machine": info, "precision": precision, "rows": rows, "skipped": skipped,
+               "total_s": total_s}
+    common.write_outputs(args.output_dir, "gpu_bench", payload, md)
+    return md
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.tiny:
@@ -136,26 +161,9 @@ def main(argv=None):
         r = rows[-1]
         common.log(f"{r['variant']}: {r['train_images_per_s']:.1f} img/s, {r['peak_memory_gib']:.2f} GiB, "
                    f"{r['infer_latency_ms']:.1f} ms ({time.perf_counter() - started:.0f}s so far)")
-    plain = rows[0]
-    table = []
-    for r in rows:
-        table.append([r["variant"], r["note"], f"{r['neck_params'] / 1e6:.2f}", f"{r['train_images_per_s']:.1f}",
-                      f"{plain['train_images_per_s'] / r['train_images_per_s']:.2f}", f"{r['peak_memory_gib']:.2f}",
-                      f"{r['infer_latency_ms']:.1f}", f"{r['infer_latency_ms'] / plain['infer_latency_ms']:.2f}"])
-    precision = "AMP float16" if amp else "float32"
-    md = "\n".join([
-        common.header(f"GPU: {args.backbone} at {args.size}x{args.size} on {info.get('device_name', device)}", info),
-        f"Training: batch {args.batch}, {precision}, {args.iters} timed steps after {args.warmup}; peak memory = "
-        f"torch.cuda.max_memory_allocated. Inference: 1 image, {args.detections} detections, median of "
-        f"{args.infer_iters} calls. Random weights, synthetic inputs. Total {time.perf_counter() - started:.0f} s."
-        + (f" Skipped (time budget): {', '.join(skipped)}." if skipped else "") + "\n",
-        common.markdown_table(["neck", "form", "neck params (M)", "train img/s", "step time / plain",
-                               "peak mem (GiB)", "inference (ms)", "inference / plain"], table) + "\n",
-    ])
+        write_report(args, info, amp, rows, skipped, time.perf_counter() - started)  # a killed run keeps these
+    md = write_report(args, info, amp, rows, skipped, time.perf_counter() - started)
     print(md)
-    payload = {"args": vars(args), "machine": info, "precision": precision, "rows": rows, "skipped": skipped,
-               "total_s": time.perf_counter() - started}
-    common.write_outputs(args.output_dir, "gpu_bench", payload, md)
     return 0
 
 
