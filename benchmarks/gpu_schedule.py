@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402,F401  (puts the repository on the path)
+import common  # noqa: E402  (also puts the repository on the path)
 from sharp_fpn import get_sharp_cfg  # noqa: E402
 
 # compare_necks.py's scheme names (and symbols) -> gpu_bench.py's variant of the same neck.
