@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from detectron2.engine import hooks
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
@@ -40,6 +41,14 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(0)
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+class TrainOnly(Trainer):
+    """Training without DefaultTrainer's evaluation at the end, so that the train time is
+    training alone and the model is evaluated once, by the caller."""
+
+    def build_hooks(self):
+        return [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)]
 
 
 def neck_opts(neck: str) -> list:
@@ -73,7 +82,7 @@ def train_and_evaluate(args, neck: str, seed: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.dump())
     seed_all_rng(seed)
-    trainer = Trainer(cfg)
+    trainer = TrainOnly(cfg)
     trainer.resume_or_load(resume=args.resume)
     started = time.perf_counter()
     trainer.train()
