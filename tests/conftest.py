@@ -13,6 +13,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 
+def _coco_backends():
+    from sharp_fpn.evaluation.metrics import faster_coco_eval
+
+    skip = pytest.mark.skipif(faster_coco_eval is None, reason="faster-coco-eval is not installed")
+    return [pytest.param("faster-coco-eval", marks=skip), "pycocotools"]
+
+
+# The COCO libraries the evaluator can use, for tests that must hold with either.
+COCO_BACKENDS = _coco_backends()
+
+
 def tiny_overrides(size: int = 64):
     """KEY VALUE overrides that shrink any shipped config to a fast CPU step."""
     return [

@@ -14,21 +14,11 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import print_csv_format
 from detectron2.structures import Boxes, BoxMode, Instances
+from conftest import COCO_BACKENDS as BACKENDS  # the end-to-end numbers hold with either library
 from PIL import Image
 
 from sharp_fpn.evaluation import NucleiEvaluator
-from sharp_fpn.evaluation.metrics import faster_coco_eval
 
-# The end-to-end numbers must hold with either COCO library.
-BACKENDS = [
-    pytest.param(
-        "faster-coco-eval",
-        marks=pytest.mark.skipif(
-            faster_coco_eval is None, reason="faster-coco-eval is not installed"
-        ),
-    ),
-    "pycocotools",
-]
 
 SHAPE = (12, 12)
 GT_A = (0, 0, 4, 4)  # y0, x0, height, width

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+from conftest import COCO_BACKENDS as BACKENDS  # every COCO AP test runs on both libraries
 
 from sharp_fpn.evaluation.metrics import (
     DSB_IOU_THRESHOLDS,
     coco_ap,
-    faster_coco_eval,
     detection_scores,
     dsb_score,
     dsb_score_per_threshold,
@@ -25,16 +25,6 @@ from sharp_fpn.evaluation.metrics import (
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 SHAPE = (12, 12)
-# Every COCO AP test runs on both libraries; faster-coco-eval's runs are skipped without it.
-BACKENDS = [
-    pytest.param(
-        "faster-coco-eval",
-        marks=pytest.mark.skipif(
-            faster_coco_eval is None, reason="faster-coco-eval is not installed"
-        ),
-    ),
-    "pycocotools",
-]
 
 
 def box_mask(y0, x0, h, w, shape=SHAPE):
