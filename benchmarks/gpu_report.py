@@ -83,6 +83,16 @@ def device_name(*payloads, fallback: str) -> str:
     return fallback
 
 
+def this_machine(device: str) -> dict:
+    """The machine's description when parts a and b were skipped (PARTS=...): the report runs there too."""
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import common
+        return common.machine_info(device)
+    except Exception:  # torch or the device missing: the summary still gets written
+        return {}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", required=True, help="gpu_run.sh's work folder")
@@ -95,8 +105,8 @@ def main(argv=None):
     necks, necks_md = neck_section(work)
     unets, unets_md = unet_section(work)
     machine = read_text(work / "log" / "machine.txt")
-    device = device_name(smoke, bench, fallback=args.device)
-    info = (smoke or bench or {}).get("machine") or {}
+    info = (smoke or bench or {}).get("machine") or this_machine(args.device)
+    device = device_name(smoke, bench, {"machine": info}, fallback=args.device)
     md = "\n".join([
         f"## GPU run on {device}, {info.get('date', '')}", "",
         f"`bash scripts/gpu_run.sh`; commit {info.get('git_commit', '?')}; torch {info.get('torch', '?')}; "

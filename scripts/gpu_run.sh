@@ -22,20 +22,27 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 
 # ---- What parts c and d run: change it here. --------------------------------------------------
-C_CONFIGS="mask_rcnn_sharp_R101.yaml"   # add mask_rcnn_sharp_VGG16.yaml if time allows (halves the iterations)
-C_NECKS="plain nested full_scale sharp sharp:CONV=3x3"
-# KEY VALUE overrides of every part-c run (RESULTS.md section 7's GPU command). For the nuclei
-# recipe's input pipeline add e.g.: INPUT.RESIZE scale INPUT.SCALE_TRAIN "(1.5, 2.5)" ...
-C_OPTS=(SOLVER.IMS_PER_BATCH 8 SOLVER.BASE_LR 0.02 SOLVER.AMP.ENABLED True DATALOADER.NUM_WORKERS 3)
-C_SEED=0
-C_ITERS=""        # iterations per neck; empty: as many as fit in part c's time (see gpu_schedule.py)
+# Each can also come from the environment, e.g. a rerun of part c alone with the nuclei recipe:
+#   PARTS="c" C_CONFIGS=nuclei_R18_cpu.yaml C_NECKS="plain sharp" C_SEEDS="0 1" C_ITERS=1200 \
+#   C_OPTS="DATALOADER.NUM_WORKERS 3" bash scripts/gpu_run.sh
+PARTS=${PARTS:-"a b c d"}   # which of the parts to run; the others are reported as skipped
+C_CONFIGS=${C_CONFIGS:-"mask_rcnn_sharp_R101.yaml"}   # add mask_rcnn_sharp_VGG16.yaml if time allows (halves the iterations)
+C_NECKS=${C_NECKS:-"plain nested full_scale sharp sharp:CONV=3x3"}
+# KEY VALUE overrides of every part-c run (RESULTS.md section 7's GPU command); from the
+# environment as one space-separated string, so without values that hold spaces.
+# Batch 4, not 8: at 8 the five R-101 runs side by side took 25-41 GiB each and ran out of the
+# H200's 140 GiB (first GPU run, RESULTS.md section 5).
+C_OPTS_DEFAULT=(SOLVER.IMS_PER_BATCH 4 SOLVER.BASE_LR 0.01 SOLVER.AMP.ENABLED True DATALOADER.NUM_WORKERS 3)
+if [[ -n ${C_OPTS:-} ]]; then read -ra C_OPTS <<< "$C_OPTS"; else C_OPTS=("${C_OPTS_DEFAULT[@]}"); fi
+C_SEEDS=${C_SEEDS:-0}   # one process per config x neck x seed
+C_ITERS=${C_ITERS:-}    # iterations per run; empty: as many as fit in part c's time (see gpu_schedule.py)
 C_SAFETY=0.5      # share of part c's training time that the schedule plans to fill
 C_EVAL_S=80       # part c's time kept for start-up and the final evaluation of the 120 images
-D_RUNS="unet_VGG16 unet#_VGG16 unet_R101 unet#_R101"   # unet_reproduce.py run names, one process each
+D_RUNS=${D_RUNS:-"unet_VGG16 unet#_VGG16 unet_R101 unet#_R101"}   # unet_reproduce.py run names, one process each
 D_ARGS=(--epochs 100 --amp)    # the seed's protocol, cut to the time box by --time-budget-s
 D_SIZE=96
 # ---- Time limits in seconds (9 minutes in all). ------------------------------------------------
-SETUP_S=40; A_S=90; B_S=120; CD_S=270
+SETUP_S=40; A_S=90; B_S=120; CD_S=${CD_S:-270}
 
 usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 TINY=0; DEVICE=cuda; OUTDIR=${OUT:-}
@@ -56,7 +63,7 @@ D_SCRIPT=benchmarks/iou_definitions.py   # trains like unet_reproduce.py and kee
 [[ -f $D_SCRIPT ]] || D_SCRIPT=benchmarks/unet_reproduce.py
 
 if [[ $TINY == 1 ]]; then   # the same steps at a size a 2-core CPU runs in about a minute
-  C_CONFIGS="demo_sharp_R18_cpu.yaml"; C_NECKS="plain sharp"; C_EVAL_S=30
+  C_CONFIGS="demo_sharp_R18_cpu.yaml"; C_NECKS="plain sharp"; C_SEEDS=0; C_EVAL_S=30
   C_OPTS=(SOLVER.IMS_PER_BATCH 2 DATALOADER.NUM_WORKERS 0 "INPUT.MIN_SIZE_TRAIN" "(64,)" INPUT.MAX_SIZE_TRAIN 96
           INPUT.MIN_SIZE_TEST 64 INPUT.MAX_SIZE_TEST 96 MODEL.RPN.PRE_NMS_TOPK_TRAIN 50 MODEL.RPN.POST_NMS_TOPK_TRAIN 20
           MODEL.RPN.PRE_NMS_TOPK_TEST 50 MODEL.RPN.POST_NMS_TOPK_TEST 20 MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 16
@@ -110,20 +117,23 @@ run_c() {   # every config x neck as its own process, all at once; then one tabl
   n_configs=$(wc -w <<< "$C_CONFIGS")
   if [[ -z $iters ]]; then
     iters=$("$PY" benchmarks/gpu_schedule.py --bench "$WORK/b/gpu_bench.json" --seconds $((budget - C_EVAL_S)) \
-      --config ${C_CONFIGS%% *} --configs "$n_configs" --necks $C_NECKS --safety $C_SAFETY --min $SCHEDULE_MIN --max $SCHEDULE_MAX \
+      --config ${C_CONFIGS%% *} --configs "$((n_configs * $(wc -w <<< "$C_SEEDS")))" --necks $C_NECKS --safety $C_SAFETY --min $SCHEDULE_MIN --max $SCHEDULE_MAX \
       --fallback 300 --opts "${C_OPTS[@]}" 2>> "$WORK/log/c_schedule.log")
   fi
   echo "$iters" > "$WORK/c_iterations.txt"
   echo "[gpu_run] part c: $iters iterations per neck"
   for config in $C_CONFIGS; do
     for neck in $C_NECKS; do
-      local tag=${config%.yaml}/${neck//[:=,]/_}
-      mkdir -p "$WORK/c/$tag"
-      timeout -k 15 "$budget" "$PY" benchmarks/compare_necks.py --train-json "$WORK/data/train.json" \
-        --val-json "$WORK/data/val.json" --image-root "$IMAGE_ROOT" \
-        --config "$config" --device "$DEVICE" --max-iter "$iters" --necks "$neck" --seeds $C_SEED \
-        --output-dir "$WORK/c/$tag" "${C_OPTS[@]}" > "$WORK/log/c_${tag//\//_}.log" 2>&1 &
-      C_PIDS+=($!)
+      for seed in $C_SEEDS; do
+        local tag=${config%.yaml}/${neck//[:=,]/_}
+        [[ $(wc -w <<< "$C_SEEDS") -gt 1 ]] && tag=${tag}_seed$seed
+        mkdir -p "$WORK/c/$tag"
+        timeout -k 15 "$budget" "$PY" benchmarks/compare_necks.py --train-json "$WORK/data/train.json" \
+          --val-json "$WORK/data/val.json" --image-root "$IMAGE_ROOT" \
+          --config "$config" --device "$DEVICE" --max-iter "$iters" --necks "$neck" --seeds "$seed" \
+          --output-dir "$WORK/c/$tag" "${C_OPTS[@]}" > "$WORK/log/c_${tag//\//_}.log" 2>&1 &
+        C_PIDS+=($!)
+      done
     done
   done
 }
@@ -155,6 +165,8 @@ collect() {   # merged tables of c and d, then summary.md, results.json and file
      tar -czf "$OUTDIR/files.tar.gz" --null -T -)
 }
 
+wants() { [[ " $PARTS " == *" $1 "* ]] || { printf '%s\tskipped\t0\t0\n' "$1" >> "$WORK/parts.tsv"; return 1; }; }
+
 wait_all() {   # the worst exit status of the given processes
   local worst=0 pid rc
   for pid in "$@"; do wait "$pid"; rc=$?; [[ $rc != 0 ]] && worst=$rc; done
@@ -170,27 +182,28 @@ main() {
   if [[ $rc != 0 ]]; then tail -3 "$WORK/log/setup.log"; collect; return 1; fi
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1   # many processes share the host's cores
 
-  t0=$SECONDS
-  timeout -k 15 $A_S "$PY" benchmarks/gpu_smoke.py --device "$DEVICE" --output-dir "$WORK/a" "${A_ARGS[@]}" \
-    > "$WORK/log/a.log" 2>&1
-  record a $A_S "$(status_of $?)" $t0
+  wants a && { t0=$SECONDS
+    timeout -k 15 $A_S "$PY" benchmarks/gpu_smoke.py --device "$DEVICE" --output-dir "$WORK/a" "${A_ARGS[@]}" \
+      > "$WORK/log/a.log" 2>&1
+    record a $A_S "$(status_of $?)" $t0; }
 
-  t0=$SECONDS
-  timeout -k 15 $B_S "$PY" benchmarks/gpu_bench.py --device "$DEVICE" --output-dir "$WORK/b" "${B_ARGS[@]}" \
-    > "$WORK/log/b.log" 2>&1
-  record b $B_S "$(status_of $?)" $t0
+  wants b && { t0=$SECONDS
+    timeout -k 15 $B_S "$PY" benchmarks/gpu_bench.py --device "$DEVICE" --output-dir "$WORK/b" "${B_ARGS[@]}" \
+      > "$WORK/log/b.log" 2>&1
+    record b $B_S "$(status_of $?)" $t0; }
 
   t0=$SECONDS
   C_PIDS=(); D_PIDS=()
-  run_c $CD_S
-  run_d $CD_S
-  wait_all "${C_PIDS[@]}"; record c $CD_S "$(status_of $?)" $t0
-  wait_all "${D_PIDS[@]}"; record d $CD_S "$(status_of $?)" $t0
+  local c=0 d=0
+  wants c && { c=1; run_c $CD_S; }
+  wants d && { d=1; run_d $CD_S; }
+  [[ $c == 1 ]] && { wait_all "${C_PIDS[@]}"; record c $CD_S "$(status_of $?)" $t0; }
+  [[ $d == 1 ]] && { wait_all "${D_PIDS[@]}"; record d $CD_S "$(status_of $?)" $t0; }
 
   collect
   cat "$OUTDIR/summary.md" 2>/dev/null
   echo "[gpu_run] done in $SECONDS s; wrote $OUTDIR/{summary.md,results.json,gpu_run.log,files.tar.gz}; work folder $WORK"
-  ! grep -qv $'\tok\t' "$WORK/parts.tsv"
+  ! grep -v $'\tskipped\t' "$WORK/parts.tsv" | grep -qv $'\tok\t'  # skipped parts are no failure
 }
 
 mkdir -p "$OUTDIR"
