@@ -60,6 +60,10 @@ def add_sharp_fpn_config(cfg):
     cfg.INPUT.INTENSITY.GAMMA = (0.7, 1.4)
     cfg.INPUT.INTENSITY.GREY_PROB = 0.0
     cfg.INPUT.INTENSITY.INVERT_PROB = 0.0
+    # Repeat images of rare stains (sharp_fpn/data/kinds.py: fluorescence, brightfield, tissue)
+    # in training: a stain under this share of the images is repeated sqrt(share / this) times.
+    # 0: every image equally often. Reads every training image once when the loader is built.
+    cfg.DATALOADER.KIND_REPEAT_THRESHOLD = 0.0
 
     cfg.MODEL.VGG = CN()
     # VGG depth: 11, 13, 16 or 19 (the UNet# paper's instance experiments use 16).

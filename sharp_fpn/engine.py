@@ -18,7 +18,9 @@ import weakref
 
 import torch
 import yaml
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader,
+                             get_detection_dataset_dicts)
+from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
@@ -27,6 +29,8 @@ from detectron2.utils.logger import setup_logger
 from .checkpoint import SharpCheckpointer
 from .config import get_sharp_cfg
 from .data import DSB2018_DATASETS, NucleiDatasetMapper, register_coco_nuclei
+from .data.image_io import read_image
+from .data.kinds import kind_repeat_factors, stain
 from .evaluation import NucleiEvaluator
 
 logger = logging.getLogger(__name__)
@@ -183,7 +187,12 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=NucleiDatasetMapper(cfg, is_train=True))
+        mapper = NucleiDatasetMapper(cfg, is_train=True)
+        if cfg.DATALOADER.KIND_REPEAT_THRESHOLD <= 0:
+            return build_detection_train_loader(cfg, mapper=mapper)
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        sampler = RepeatFactorTrainingSampler(kind_repeat_tensor(dataset, cfg.DATALOADER.KIND_REPEAT_THRESHOLD), seed=cfg.SEED)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -219,6 +228,15 @@ class Trainer(DefaultTrainer):
                 self.cfg.OUTPUT_DIR, self.start_iter, self.max_iter, _final(self.cfg))
             return None
         return super().train()
+
+
+def kind_repeat_tensor(dataset_dicts, threshold):
+    """Repeat factors by image stain (DATALOADER.KIND_REPEAT_THRESHOLD), logged per stain."""
+    kinds = [stain(read_image(d["file_name"], format="RGB")) for d in dataset_dicts]
+    factors = kind_repeat_factors(kinds, threshold)
+    per_kind = {k: (kinds.count(k), f) for k, f in zip(kinds, factors)}
+    logger.info("repeat by stain: %s", ", ".join(f"{k} {n} images x{f:.2f}" for k, (n, f) in sorted(per_kind.items())))
+    return torch.tensor(factors, dtype=torch.float32)
 
 
 def describe_model(cfg, model):
