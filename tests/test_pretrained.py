@@ -145,11 +145,6 @@ def test_examples_are_listed_with_their_counts():
 SHIPPED = SHIPPED_MODELS["nuclei"]
 
 
-# The model's weak kind: brightfield (val DSB 0.24 over 5 images, RESULTS.md section 9); on the
-# brightfield example it finds 23 of 30 nuclei. Strict: the test says so when that is fixed.
-WEAK = {"brightfield.png": "brightfield is the shipped model's weak kind: it finds 23 of 30 (RESULTS.md section 9)"}
-
-
 @functools.lru_cache(maxsize=None)
 def shipped_predictor():
     return NucleiPredictor.from_pretrained("nuclei", device="cpu")
@@ -158,10 +153,7 @@ def shipped_predictor():
 @pytest.mark.skipif(not SHIPPED.weights_path.is_file(),
                     reason=f"the shipped model's weights {SHIPPED.weights_path.name} are not in this copy yet "
                            "(trained separately, issue 12); drop them in with tools/export_model.py")
-@pytest.mark.parametrize("example", [
-    pytest.param(e, id=e["file"].name, marks=[pytest.mark.xfail(reason=WEAK[e["file"].name], strict=True)]
-                 if e["file"].name in WEAK else [])
-    for e in example_counts()])
+@pytest.mark.parametrize("example", [pytest.param(e, id=e["file"].name) for e in example_counts()])
 def test_shipped_model_counts_the_example_nuclei_within_15_percent(example):
     found = shipped_predictor().predict(example["file"]).num_objects
     assert abs(found - example["nuclei"]) <= 0.15 * example["nuclei"], (example["file"].name, found, example["nuclei"])
