@@ -113,11 +113,11 @@ setup() {   # wheels, data, the UNet data set, the machine's description
 }
 
 run_c() {   # every config x neck as its own process, all at once; then one table per config
-  local budget=$1 iters=$C_ITERS n_configs
-  n_configs=$(wc -w <<< "$C_CONFIGS")
+  local budget=$1 iters=$C_ITERS n_configs n_seeds
+  n_configs=$(wc -w <<< "$C_CONFIGS"); n_seeds=$(wc -w <<< "$C_SEEDS")
   if [[ -z $iters ]]; then
     iters=$("$PY" benchmarks/gpu_schedule.py --bench "$WORK/b/gpu_bench.json" --seconds $((budget - C_EVAL_S)) \
-      --config ${C_CONFIGS%% *} --configs "$((n_configs * $(wc -w <<< "$C_SEEDS")))" --necks $C_NECKS --safety $C_SAFETY --min $SCHEDULE_MIN --max $SCHEDULE_MAX \
+      --config ${C_CONFIGS%% *} --configs "$((n_configs * n_seeds))" --necks $C_NECKS --safety $C_SAFETY --min $SCHEDULE_MIN --max $SCHEDULE_MAX \
       --fallback 300 --opts "${C_OPTS[@]}" 2>> "$WORK/log/c_schedule.log")
   fi
   echo "$iters" > "$WORK/c_iterations.txt"
@@ -126,7 +126,7 @@ run_c() {   # every config x neck as its own process, all at once; then one tabl
     for neck in $C_NECKS; do
       for seed in $C_SEEDS; do
         local tag=${config%.yaml}/${neck//[:=,]/_}
-        [[ $(wc -w <<< "$C_SEEDS") -gt 1 ]] && tag=${tag}_seed$seed
+        [[ $n_seeds -gt 1 ]] && tag=${tag}_seed$seed
         mkdir -p "$WORK/c/$tag"
         timeout -k 15 "$budget" "$PY" benchmarks/compare_necks.py --train-json "$WORK/data/train.json" \
           --val-json "$WORK/data/val.json" --image-root "$IMAGE_ROOT" \

@@ -61,7 +61,7 @@ def add_sharp_fpn_config(cfg):
     cfg.INPUT.INTENSITY.GREY_PROB = 0.0
     cfg.INPUT.INTENSITY.INVERT_PROB = 0.0
     # Repeat images of rare stains (sharp_fpn/data/kinds.py: fluorescence, brightfield, tissue)
-    # in training: a stain under this share of the images is repeated sqrt(share / this) times.
+    # in training: a stain making up a share f < this of the images is repeated sqrt(this / f) times.
     # 0: every image equally often. Reads every training image once when the loader is built.
     cfg.DATALOADER.KIND_REPEAT_THRESHOLD = 0.0
 

@@ -7,6 +7,7 @@ costs, and a terminal that shows what a user follows a run by while ``log.txt`` 
 Everything a run needs is checked before it starts (:func:`load_config`, :func:`check_run`),
 so a mistake is one line, not a traceback from deep inside a worker.
 """
+import collections
 import difflib
 import json
 import logging
@@ -234,8 +235,9 @@ def kind_repeat_tensor(dataset_dicts, threshold):
     """Repeat factors by image stain (DATALOADER.KIND_REPEAT_THRESHOLD), logged per stain."""
     kinds = [stain(read_image(d["file_name"], format="RGB")) for d in dataset_dicts]
     factors = kind_repeat_factors(kinds, threshold)
-    per_kind = {k: (kinds.count(k), f) for k, f in zip(kinds, factors)}
-    logger.info("repeat by stain: %s", ", ".join(f"{k} {n} images x{f:.2f}" for k, (n, f) in sorted(per_kind.items())))
+    factor_of = dict(zip(kinds, factors))
+    counts = sorted(collections.Counter(kinds).items())
+    logger.info("repeat by stain: %s", ", ".join(f"{k} {n} images x{factor_of[k]:.2f}" for k, n in counts))
     return torch.tensor(factors, dtype=torch.float32)
 
 
