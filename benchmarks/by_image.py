@@ -5,7 +5,8 @@
         --image-root STAGE_DIR [--baseline RUN_DIR] [--output-dir out/by_image]
 
 A RUN_DIR is a training output folder holding ``inference/<dataset>/metrics.json`` (the
-evaluator's per-image detail). Each run gets its DSB score and foreground IoU per image kind
+evaluator's per-image detail), or such a metrics.json itself (score_thresholds.py writes one
+per threshold). Each run gets its DSB score and foreground IoU per image kind
 (:mod:`sharp_fpn.data.kinds`: fluorescence, brightfield or tissue, small or large). With
 ``--baseline``, each other run also gets the mean per-image DSB difference against it, with a
 bootstrap 95% interval over images (paired: the same images in both) and the number of images
@@ -25,7 +26,7 @@ from sharp_fpn.data.kinds import image_kind
 
 def per_image(run_dir: Path) -> dict:
     """image_id -> the evaluator's per-image row, from the run's one metrics.json."""
-    found = sorted(Path(run_dir).glob("inference/*/metrics.json"))
+    found = [Path(run_dir)] if Path(run_dir).is_file() else sorted(Path(run_dir).glob("inference/*/metrics.json"))
     if len(found) != 1:
         raise SystemExit(f"error: {run_dir}: expected one inference/*/metrics.json, found {len(found)}")
     return {row["image_id"]: row for row in json.loads(found[0].read_text())["per_image"]}

@@ -2,9 +2,10 @@
 """The hard metrics of one trained model at several score thresholds, from one inference pass.
 
     python benchmarks/score_thresholds.py RUN_DIR --val-json ann/val.json --image-root STAGE_DIR \
-        --thresholds 0.3 0.4 0.5 0.6 0.7
+        --thresholds 0.3 0.4 0.5 0.6 0.7 [--opts KEY VALUE ...]
 
-RUN_DIR holds ``config.yaml`` and ``model_final.pth``. COCO AP does not depend on the threshold
+``--opts`` overrides the run's config, as in tools/predict.py: ``TEST.AUG.ENABLED True`` for
+test-time flips (:mod:`sharp_fpn.modeling.tta`). RUN_DIR holds ``config.yaml`` and ``model_final.pth``. COCO AP does not depend on the threshold
 (it ranks all detections); the DSB score, F1 and foreground IoU/Dice count only detections at or
 above it, so the threshold is a lever of its own (NucleiEvaluator's ``score_thresh``).
 """
@@ -18,8 +19,9 @@ import common
 from sharp_fpn import get_sharp_cfg
 from sharp_fpn.engine import Trainer, load_model_for_eval, register_json_datasets, set_cpu_threads
 from sharp_fpn.evaluation import NucleiEvaluator
+from sharp_fpn.modeling.tta import with_test_time_flips
 
-COLUMNS = ("dsb_score", "f1@0.5", "fg_iou", "fg_dice")
+COLUMNS = ("dsb_score", "f1@0.5", "fg_iou", "fg_dice")  # then segm AP, the same in every row
 
 
 def main(argv=None):
@@ -29,10 +31,12 @@ def main(argv=None):
     p.add_argument("--image-root", required=True, help="the folder its file_name are relative to")
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7])
     p.add_argument("--output-dir", default="output/score_thresholds", help="(default: %(default)s)")
+    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                   help="config overrides, last on the line (e.g. TEST.AUG.ENABLED True)")
     args = p.parse_args(argv)
     run = Path(args.run_dir)
     cfg = get_sharp_cfg(str(run / "config.yaml"), ["MODEL.WEIGHTS", str(run / "model_final.pth"),
-                                                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(min(args.thresholds))])
+                                                  "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(min(args.thresholds)), *args.opts])
     register_json_datasets(cfg, None, args.val_json, args.image_root)
     cfg.freeze()
     set_cpu_threads(cfg)
@@ -40,7 +44,7 @@ def main(argv=None):
     name = cfg.DATASETS.TEST[0]
     evaluators = [NucleiEvaluator(name, output_dir=str(Path(args.output_dir) / f"thresh_{t}"), score_thresh=t,
                                   max_dets=cfg.TEST.DETECTIONS_PER_IMAGE) for t in args.thresholds]
-    model = load_model_for_eval(cfg).eval()
+    model = with_test_time_flips(cfg, load_model_for_eval(cfg).eval())
     for evaluator in evaluators:
         evaluator.reset()
     with torch.no_grad():  # one pass; every evaluator sees the same outputs
@@ -50,10 +54,10 @@ def main(argv=None):
                 evaluator.process(inputs, outputs)
     rows = []
     for t, evaluator in zip(args.thresholds, evaluators):
-        nuclei = evaluator.evaluate()["nuclei"]
-        rows.append([t] + [f"{nuclei[c]:.4f}" for c in COLUMNS])
-    table = common.markdown_table(["score threshold", *COLUMNS], rows)
-    common.write_outputs(args.output_dir, "score_thresholds", {"run": str(run), "rows": rows}, table)
+        results = evaluator.evaluate()
+        rows.append([t] + [f"{results['nuclei'][c]:.4f}" for c in COLUMNS] + [f"{results['segm']['AP']:.2f}"])
+    table = common.markdown_table(["score threshold", *COLUMNS, "segm AP"], rows)
+    common.write_outputs(args.output_dir, "score_thresholds", {"run": str(run), "opts": args.opts, "rows": rows}, table)
     print(table)
 
 

@@ -33,6 +33,7 @@ from .data import DSB2018_DATASETS, NucleiDatasetMapper, register_coco_nuclei
 from .data.image_io import read_image
 from .data.kinds import kind_repeat_factors, stain
 from .evaluation import NucleiEvaluator
+from .modeling.tta import with_test_time_flips
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,10 @@ def register_json_datasets(cfg, train_json=None, test_json=None, image_root=None
 
 def check_run(cfg, eval_only=False, resume=False):
     """Raise :class:`SetupError` for what would otherwise fail after minutes of start-up: a
-    dataset that is not there or whose images are not where its JSON says, missing weights."""
+    dataset that is not there or whose images are not where its JSON says, missing weights,
+    test-time flips on a model that has none."""
+    if cfg.TEST.AUG.ENABLED and not (cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.MASK_ON):
+        raise SetupError(f"TEST.AUG.ENABLED (test-time flips) is for Mask R-CNN; this config is a {cfg.MODEL.META_ARCHITECTURE}")
     trainer_class(cfg).register_datasets(cfg)
     for name in (() if eval_only else cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
         _check_dataset(name)
@@ -198,6 +202,11 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_detection_test_loader(cfg, dataset_name, mapper=NucleiDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Detectron2's evaluation, through test-time flips when ``TEST.AUG.ENABLED``."""
+        return super().test(cfg, with_test_time_flips(cfg, model), evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -8,6 +8,7 @@ from test_predict import synthetic_images, tiny_checkpoint
 from sharp_fpn.data.coco_export import convert_dsb2018
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import by_image  # noqa: E402
 import score_thresholds  # noqa: E402
 
 
@@ -23,3 +24,19 @@ def test_higher_thresholds_keep_fewer_detections(tmp_path):
                                                    .read_text())["per_image"]) for t in (0.0, 0.6, 1.01)]
     assert kept[0] >= kept[1] >= kept[2] == 0 < kept[0]
     assert float(rows[2][3]) == 0.0  # nothing kept: no foreground found
+
+
+def test_config_overrides_reach_the_model_and_each_threshold_is_a_run(tmp_path):
+    """--opts TEST.AUG.ENABLED True evaluates through test-time flips; by_image.py reads each
+    threshold's metrics.json as a run of its own."""
+    root = synthetic_images()[0].parents[2]
+    convert_dsb2018(root, tmp_path / "ann", val_fraction=1.0, workers=1)
+    common = [str(tiny_checkpoint()), "--val-json", str(tmp_path / "ann" / "val.json"), "--image-root", str(root),
+              "--thresholds", "0.0"]
+    score_thresholds.main(common + ["--output-dir", str(tmp_path / "plain")])
+    score_thresholds.main(common + ["--output-dir", str(tmp_path / "flips"), "--opts", "TEST.AUG.ENABLED", "True"])
+    assert json.loads((tmp_path / "flips" / "score_thresholds.json").read_text())["opts"] == ["TEST.AUG.ENABLED", "True"]
+    plain, flips = (by_image.per_image(tmp_path / run / "thresh_0.0" / "metrics.json") for run in ("plain", "flips"))
+    assert plain.keys() == flips.keys() and len(plain) == 4
+    # the flipped views add detections the single view does not make (merged by NMS)
+    assert [flips[i]["num_pred"] for i in flips] != [plain[i]["num_pred"] for i in plain]

@@ -9,6 +9,8 @@ import pytest
 import tifffile
 from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint  # noqa: F401
 
+from sharp_fpn.predict import NucleiPredictor
+
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -98,6 +100,18 @@ def test_opts_override_the_config(cli, capsys, tmp_path):
     code, _, _ = run(cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
                      "--score-threshold", "0", "--device", "cpu", "--opts", "TEST.DETECTIONS_PER_IMAGE", "2")
     assert code == 0 and tifffile.imread(tmp_path / f"{image.stem}_labels.tif").max() <= 2
+
+
+def test_tta_flag_predicts_through_test_time_flips(cli, capsys, tmp_path):
+    image = synthetic_images()[1]
+    code, _, _ = run(cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
+                     "--score-threshold", "0", "--device", "cpu", "--tta")
+    folder = tiny_checkpoint()
+    flipped = NucleiPredictor(folder / "config.yaml", folder / "model_final.pth", device="cpu", score_threshold=0.0, tta=True)
+    assert code == 0 and flipped.test_time_flips is not None
+    expected = flipped.predict(image).labels
+    assert expected.max() > 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{image.stem}_labels.tif"), expected)
 
 
 def test_inputs_from_files_folders_and_globs(tmp_path):

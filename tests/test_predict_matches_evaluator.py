@@ -2,7 +2,8 @@
 
 The evaluator sees each image through the test mapper (``INPUT.RESIZE``), the predictor through
 its own resize and tiling; if they disagree on the scale, the model sees other pixels and finds
-other objects. Checked with both rules, on images the shortest-edge rule shrinks.
+other objects. Checked with both rules, on images the shortest-edge rule shrinks, and with
+test-time flips, which both paths apply at that one scale.
 """
 import json
 
@@ -17,6 +18,7 @@ from sharp_fpn.data.register import register_coco_nuclei
 from sharp_fpn.engine import Trainer
 from sharp_fpn.evaluation import NucleiEvaluator
 from sharp_fpn.evaluation.metrics import encode_masks, evaluate_image, segmentation_to_rle
+from sharp_fpn.modeling.tta import with_test_time_flips
 from sharp_fpn.predict import NucleiPredictor
 
 
@@ -34,12 +36,14 @@ def _label_scores(predictor, records):
 
 
 @pytest.mark.parametrize("rule", [["INPUT.RESIZE", "shortest_edge"],
-                                  ["INPUT.RESIZE", "scale", "INPUT.SCALE_TEST", "0.75"]],
-                         ids=["shortest_edge", "scale"])
+                                  ["INPUT.RESIZE", "scale", "INPUT.SCALE_TEST", "0.75"],
+                                  ["INPUT.RESIZE", "scale", "INPUT.SCALE_TEST", "0.75", "TEST.AUG.ENABLED", "True",
+                                   "INPUT.DIHEDRAL", "True"]],
+                         ids=["shortest_edge", "scale", "scale_flips"])
 def test_label_images_score_as_the_evaluator(rule, tmp_path):
     root = synthetic_images()[0].parents[2]  # four 96x128 images, one of each file kind
     convert_dsb2018(root, tmp_path / "ann", val_fraction=1.0, workers=1)
-    name = f"test_predict_matches_{rule[1]}"
+    name = f"test_predict_matches_{'_'.join(rule[1::2])}"
     register_coco_nuclei(name, tmp_path / "ann" / "val.json", root)
     records = DatasetCatalog.get(name)
     folder = tiny_checkpoint()
@@ -49,7 +53,7 @@ def test_label_images_score_as_the_evaluator(rule, tmp_path):
     cfg.defrost()
     cfg.DATASETS.TEST = (name,)
     evaluator = NucleiEvaluator(name, output_dir=str(tmp_path / "eval"), score_thresh=0.0)
-    inference_on_dataset(predictor.model, Trainer.build_test_loader(cfg, name), evaluator)
+    inference_on_dataset(with_test_time_flips(cfg, predictor.model), Trainer.build_test_loader(cfg, name), evaluator)
     per_image = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_image"]
     expected = np.array([(row["dsb_score"], row["fg_iou"]) for row in per_image])
 

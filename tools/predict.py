@@ -54,6 +54,8 @@ def get_parser() -> argparse.ArgumentParser:
                         help="images larger than this (model input pixels) are predicted in tiles; 0: never tile (default: %(default)s)")
     parser.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP,
                         help="overlap of neighbouring tiles; make it larger than the largest nucleus (default: %(default)s)")
+    parser.add_argument("--tta", action="store_true", help="test-time flips: average the model over the image's "
+                        "mirror images (2-4 views; several times slower)")
     parser.add_argument("--scale", default="auto", type=scale_option,
                         help="file pixels to model input: 'auto' (the config's test-time scale rule) or a factor (default: %(default)s)")
     formats = parser.add_argument_group("optional outputs (label TIFF and overlay PNG are always written)")
@@ -86,7 +88,7 @@ def default_config(weights: str) -> str:
 def build_predictor(args) -> NucleiPredictor:
     """The shipped model (--model, or the default without --weights), or --weights/--config."""
     options = dict(device=args.device, score_threshold=args.score_threshold, opts=args.opts, tile_size=args.tile_size,
-                   tile_overlap=args.tile_overlap, scale=args.scale)
+                   tile_overlap=args.tile_overlap, scale=args.scale, tta=args.tta or None)
     if args.weights:
         return NucleiPredictor(args.config or default_config(args.weights), args.weights, **options)
     if args.config:

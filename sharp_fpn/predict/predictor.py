@@ -26,6 +26,7 @@ from ..checkpoint import SharpCheckpointer
 from ..config import get_sharp_cfg
 from ..data.augment import inference_scale, scaled_shape
 from ..data.image_io import load_image_array, to_rgb_uint8
+from ..modeling.tta import FlipTTA
 from .labels import object_table, paint_labels
 from .tiling import Detections, Window, check_tiling, detect_tiled
 
@@ -210,6 +211,9 @@ class NucleiPredictor:
         scale: "auto" (the config's test scale rule, :func:`~sharp_fpn.data.augment.inference_scale`,
             as in training and evaluation) or a fixed factor from file pixels to model input.
         mask_threshold: mask probability at which a pixel belongs to a nucleus (Detectron2: 0.5).
+        tta: average the model over flips of each image or tile (``TEST.AUG.ENABLED``,
+            :mod:`~sharp_fpn.modeling.tta`; 2-4 views, each costing about two passes); None
+            keeps the config's setting.
 
     ``predict(path_or_array)`` returns a :class:`Prediction`.
     """
@@ -225,11 +229,14 @@ class NucleiPredictor:
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         scale: Union[str, float] = "auto",
         mask_threshold: float = 0.5,
+        tta: Optional[bool] = None,
     ):
         if tile_size:
             check_tiling(tile_size, tile_overlap)
         if scale != "auto" and not float(scale) > 0:
             raise ValueError(f"scale must be 'auto' or a positive number, got {scale!r}")
+        if tta is not None:
+            opts = [*opts, "TEST.AUG.ENABLED", str(bool(tta))]
         self.cfg = build_predict_cfg(config, device, score_threshold, opts)
         name = "the given config" if isinstance(config, CfgNode) else str(config)
         try:
@@ -238,6 +245,7 @@ class NucleiPredictor:
             raise SetupError(f"config {name}: cannot build the model ({type(error).__name__}: {_first_line(error)})") from error
         load_weights(self.model, weights, name)
         self.model.eval()
+        self.test_time_flips = FlipTTA(self.cfg, self.model) if self.cfg.TEST.AUG.ENABLED else None
         self.weights = "the given state dict" if isinstance(weights, Mapping) else str(weights)
         self.model_name: Optional[str] = None  # the shipped model's name, set by from_pretrained
         self.tile_size = tile_size or None
@@ -299,7 +307,11 @@ class NucleiPredictor:
         in its own pixel coordinates."""
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32))
         height, width = image.shape[:2]
-        instances = self.model.inference([{"image": tensor, "height": height, "width": width}], do_postprocess=False)[0]
+        model_input = {"image": tensor, "height": height, "width": width}
+        if self.test_time_flips is not None:
+            instances = self.test_time_flips.detections(model_input)
+        else:
+            instances = self.model.inference([model_input], do_postprocess=False)[0]
         instances = instances.to("cpu")
         masks = instances.pred_masks[:, 0]
         return Detections(
