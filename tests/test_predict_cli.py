@@ -9,6 +9,7 @@ import pytest
 import tifffile
 from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint  # noqa: F401
 
+from sharp_fpn.modeling.tta import FlipTTA
 from sharp_fpn.predict import NucleiPredictor
 
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
@@ -108,7 +109,7 @@ def test_tta_flag_predicts_through_test_time_flips(cli, capsys, tmp_path):
                      "--score-threshold", "0", "--device", "cpu", "--tta")
     folder = tiny_checkpoint()
     flipped = NucleiPredictor(folder / "config.yaml", folder / "model_final.pth", device="cpu", score_threshold=0.0, tta=True)
-    assert code == 0 and flipped.test_time_flips is not None
+    assert code == 0 and isinstance(flipped.inference_model, FlipTTA)
     expected = flipped.predict(image).labels
     assert expected.max() > 0
     np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{image.stem}_labels.tif"), expected)

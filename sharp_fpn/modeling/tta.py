@@ -85,9 +85,15 @@ class FlipTTA(GeneralizedRCNNWithTTA):
         merged.pred_masks = self._reduce_pred_masks(outputs, transforms)
         return merged
 
+    def inference(self, batched_inputs: list[dict], do_postprocess: bool = True) -> list[Instances]:
+        """As :meth:`GeneralizedRCNN.inference`, so a caller of the model need not know of the flips."""
+        found = [self.detections(d) for d in batched_inputs]
+        if not do_postprocess:
+            return found
+        return [detector_postprocess(i, d["height"], d["width"]) for i, d in zip(found, batched_inputs)]
+
     def _inference_one_image(self, dataset_dict):
-        instances = self.detections(dataset_dict)
-        return {"instances": detector_postprocess(instances, dataset_dict["height"], dataset_dict["width"])}
+        return {"instances": self.inference([dataset_dict])[0]}
 
     def _reduce_pred_masks(self, outputs, transforms):
         """Each view's box-relative masks flipped back as its view was flipped, then averaged."""

@@ -26,7 +26,7 @@ from ..checkpoint import SharpCheckpointer
 from ..config import get_sharp_cfg
 from ..data.augment import inference_scale, scaled_shape
 from ..data.image_io import load_image_array, to_rgb_uint8
-from ..modeling.tta import FlipTTA
+from ..modeling.tta import with_test_time_flips
 from .labels import object_table, paint_labels
 from .tiling import Detections, Window, check_tiling, detect_tiled
 
@@ -245,7 +245,7 @@ class NucleiPredictor:
             raise SetupError(f"config {name}: cannot build the model ({type(error).__name__}: {_first_line(error)})") from error
         load_weights(self.model, weights, name)
         self.model.eval()
-        self.test_time_flips = FlipTTA(self.cfg, self.model) if self.cfg.TEST.AUG.ENABLED else None
+        self.inference_model = with_test_time_flips(self.cfg, self.model)  # the model, or it over flips
         self.weights = "the given state dict" if isinstance(weights, Mapping) else str(weights)
         self.model_name: Optional[str] = None  # the shipped model's name, set by from_pretrained
         self.tile_size = tile_size or None
@@ -308,10 +308,7 @@ class NucleiPredictor:
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32))
         height, width = image.shape[:2]
         model_input = {"image": tensor, "height": height, "width": width}
-        if self.test_time_flips is not None:
-            instances = self.test_time_flips.detections(model_input)
-        else:
-            instances = self.model.inference([model_input], do_postprocess=False)[0]
+        instances = self.inference_model.inference([model_input], do_postprocess=False)[0]
         instances = instances.to("cpu")
         masks = instances.pred_masks[:, 0]
         return Detections(
