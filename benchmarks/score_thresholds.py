@@ -18,7 +18,6 @@ from detectron2.utils.logger import setup_logger
 import common
 from sharp_fpn import get_sharp_cfg
 from sharp_fpn.engine import Trainer, load_model_for_eval, register_json_datasets, set_cpu_threads
-from sharp_fpn.evaluation import NucleiEvaluator
 from sharp_fpn.modeling.tta import with_test_time_flips
 
 COLUMNS = ("dsb_score", "f1@0.5", "fg_iou", "fg_dice")  # then segm AP, the same in every row
@@ -42,8 +41,8 @@ def main(argv=None):
     set_cpu_threads(cfg)
     setup_logger(name="sharp_fpn")
     name = cfg.DATASETS.TEST[0]
-    evaluators = [NucleiEvaluator(name, output_dir=str(Path(args.output_dir) / f"thresh_{t}"), score_thresh=t,
-                                  max_dets=cfg.TEST.DETECTIONS_PER_IMAGE) for t in args.thresholds]
+    evaluators = [Trainer.build_evaluator(cfg, name, str(Path(args.output_dir) / f"thresh_{t}"), score_thresh=t)
+                  for t in args.thresholds]
     model = with_test_time_flips(cfg, load_model_for_eval(cfg).eval())
     for evaluator in evaluators:
         evaluator.reset()

@@ -209,9 +209,12 @@ class Trainer(DefaultTrainer):
         return super().test(cfg, with_test_time_flips(cfg, model), evaluators)
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None, score_thresh=0.5):
+        """The one evaluator setting for training, train_net.py and the benchmarks; ``score_thresh``
+        is the hard metrics' score threshold (score_thresholds.py sweeps it)."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return NucleiEvaluator(dataset_name, output_dir=output_folder, max_dets=max(500, cfg.TEST.DETECTIONS_PER_IMAGE))
+        return NucleiEvaluator(dataset_name, output_dir=output_folder, score_thresh=score_thresh,
+                               max_dets=max(500, cfg.TEST.DETECTIONS_PER_IMAGE))
 
     def build_hooks(self):
         """Detectron2's hooks, with its iteration-counting writer made time-aware."""
