@@ -280,12 +280,13 @@ def load_model_for_eval(cfg):
 
 
 def set_cpu_threads(cfg):
-    """Share the CPU between training processes and their data-loader workers: torch otherwise
-    starts one thread per core in each process, and threads beyond the cores spin and slow down.
-    An explicit OMP_NUM_THREADS wins."""
+    """Share the cores between the training processes of one machine: torch otherwise starts one
+    thread per core in each, and threads beyond the cores spin and slow down. Data-loader workers
+    get no core of their own: they run one torch thread and wait most of the time, so a core
+    kept for them sits idle (the recipe trains 1.6x faster on 2 cores with 2 threads than with
+    1 beside its worker; benchmarks/RESULTS.md, section 9). An explicit OMP_NUM_THREADS wins."""
     if cfg.MODEL.DEVICE == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        free = (os.cpu_count() or 1) - cfg.DATALOADER.NUM_WORKERS * comm.get_local_size()
-        torch.set_num_threads(max(1, free // comm.get_local_size()))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
 
 
 # Trainers of meta-architectures that need other builders than Mask R-CNN's, by

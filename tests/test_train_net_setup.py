@@ -146,3 +146,27 @@ def test_one_root_for_both_positionally(data):
     register_json_datasets(cfg, data / "old" / "train.json", data / "old" / "val.json", data / "stage")
     assert MetadataCatalog.get(JSON_TRAIN).image_root == MetadataCatalog.get(JSON_TEST).image_root == str(data / "stage")
     assert all(Path(d["file_name"]).is_file() for d in DatasetCatalog.get(JSON_TEST))
+
+
+@pytest.mark.parametrize("workers", [0, 1, 4])
+def test_cpu_threads_use_every_core_whatever_the_workers(monkeypatch, workers):
+    """One process on the CPU gets a torch thread per core: its data-loader workers mostly wait."""
+    import os
+
+    import torch
+
+    from sharp_fpn.engine import set_cpu_threads
+
+    cfg = get_sharp_cfg()
+    cfg.MODEL.DEVICE, cfg.DATALOADER.NUM_WORKERS = "cpu", workers
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        set_cpu_threads(cfg)
+        assert torch.get_num_threads() == os.cpu_count()
+        torch.set_num_threads(1)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        set_cpu_threads(cfg)  # an explicit OMP_NUM_THREADS wins
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
