@@ -1,18 +1,21 @@
 """What tools/train_net.py checks and registers before a run starts: each common mistake is one
 line with exit status 2 (a traceback only with --verbose), and each JSON finds its images
-under its own root, the one given or the one the converter recorded."""
+under its own root, the one given or the one the converter recorded; and how many torch threads
+a CPU run takes."""
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sharp_fpn.data import convert_dsb2018, make_synthetic_dataset
-from sharp_fpn.engine import JSON_TEST, JSON_TRAIN, SetupError, register_json_datasets
+from sharp_fpn.engine import JSON_TEST, JSON_TRAIN, SetupError, register_json_datasets, set_cpu_threads
 from sharp_fpn.config import get_sharp_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,12 +154,6 @@ def test_one_root_for_both_positionally(data):
 @pytest.mark.parametrize("workers", [0, 1, 4])
 def test_cpu_threads_use_every_core_whatever_the_workers(monkeypatch, workers):
     """One process on the CPU gets a torch thread per core: its data-loader workers mostly wait."""
-    import os
-
-    import torch
-
-    from sharp_fpn.engine import set_cpu_threads
-
     cfg = get_sharp_cfg()
     cfg.MODEL.DEVICE, cfg.DATALOADER.NUM_WORKERS = "cpu", workers
     before = torch.get_num_threads()
