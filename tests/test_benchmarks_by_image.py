@@ -45,3 +45,18 @@ def test_a_run_on_other_images_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="not those of"):
         by_image.main([str(run), "--val-json", str(tmp_path / "val.json"), "--image-root", str(tmp_path),
                        "--output-dir", str(tmp_path / "out")])
+
+
+def test_a_kept_metrics_file_stands_for_its_run(tmp_path):
+    """results/per_image/ keeps only the evaluator's metrics.json of each Table 2 run, so that runs
+    of different sessions (whose folders are gone) can still be paired image by image."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / "b.png"), np.zeros((8, 8), np.uint8))
+    images = [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}]
+    (tmp_path / "val.json").write_text(json.dumps({"images": images}))
+    kept = _run(tmp_path / "old", [0.2, 0.4]) / "inference" / "val" / "metrics.json"
+    new = _run(tmp_path / "new", [0.3, 0.6])
+    by_image.main([str(new), "--baseline", str(kept), "--val-json", str(tmp_path / "val.json"),
+                   "--image-root", str(tmp_path), "--output-dir", str(tmp_path / "out")])
+    paired = json.loads((tmp_path / "out" / "by_image.json").read_text())[str(new)]["all"]["paired_dsb"]
+    assert paired["mean"] == pytest.approx(0.15) and paired["better"] == 2
