@@ -9,8 +9,10 @@ setup:
 demo: setup
 	$(PY) tools/demo.py
 
+# One pytest worker per core (at most 4), whole files per worker so that each module's fixtures
+# are built once: the tests run one torch thread each, so a single process leaves a core idle.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n logical --maxprocesses 4 --dist loadfile
 
 # The quick R-101 neck cost table (~2.5 min on 2 cores); its files go to output/bench, not
 # into benchmarks/results, which holds the curated tables.

@@ -31,7 +31,7 @@ setup(
         "roifile>=2023.5",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3"],
         # the napari plugin (sharp_fpn/napari), with a Qt binding so that `napari` opens a window
         "napari": ["napari[pyqt6]>=0.6.2", "magicgui>=0.8"],
         # what its tests add: Qt test helpers and a virtual X server (Xvfb) for the viewer's canvas
