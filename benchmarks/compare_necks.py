@@ -13,7 +13,8 @@ A neck is a scheme name, optionally with MODEL.SHARP_FPN keys after a colon, e.g
 (and the seed) differ between runs. One seed says little: differences of a point are within
 seed noise at these budgets, so give several with --seeds, or run seeds as separate processes
 and merge them with --collect. Prints a markdown table (DSB score, segm AP, AP50, foreground
-pixel IoU/Dice, F1, train time; mean and s.d. over seeds) and writes compare_necks.json and
+pixel IoU/Dice, F1, train time; mean and s.d. over seeds; each neck's difference from plain
+paired by seed, with a t interval, once they share two seeds) and writes compare_necks.json and
 compare_necks.md; the device is named in both.
 """
 import argparse
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 from detectron2.engine import hooks
+from scipy import stats
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
@@ -105,6 +107,10 @@ def _metric(key: str, value: float) -> str:
     return f"{value:.4f}" if key.startswith("nuclei") else f"{value:.2f}"
 
 
+def _signed(key: str, value: float) -> str:
+    return ("+" if value >= 0 else "") + _metric(key, value)
+
+
 def markdown(rows, header: str) -> str:
     """One line per run; with several seeds of a neck, then its mean and sample s.d. over them."""
     keys = [f"{t}/{k}" for t, k in COLUMNS]
@@ -126,7 +132,30 @@ def markdown(rows, header: str) -> str:
             sd = f" ± {_metric(k, statistics.stdev(values))}" if len(values) > 1 else ""
             cells.append(_metric(k, statistics.mean(values)) + sd)
         lines.append(f"| {neck[0]} | {neck[1]} | {len(runs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + paired_by_seed(rows, keys))
+
+
+def paired_by_seed(rows, keys, reference=("plain", "-")) -> list:
+    """Lines of a table: each neck minus the reference neck, seed by seed, as the mean difference
+    with a Student-t 95% interval over the seeds both have. One seed gives both runs the same data
+    order and backbone initialisation, so pairing cancels that part of the seed noise."""
+    by_seed = {r["seed"]: r for r in rows if neck_key(r) == reference}
+    lines = []
+    for neck in dict.fromkeys(map(neck_key, rows)):
+        pairs = [(r, by_seed[r["seed"]]) for r in rows if neck_key(r) == neck and r["seed"] in by_seed]
+        if neck == reference or len(pairs) < 2:
+            continue
+        cells = []
+        for k in keys:
+            diffs = [a[k] - b[k] for a, b in pairs]
+            mean = statistics.mean(diffs)
+            half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+            cells.append(f"{_signed(k, mean)} [{_signed(k, mean - half)}, {_signed(k, mean + half)}]")
+        lines.append(f"| {neck[0]} | {neck[1]} | {len(pairs)} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return ["", f"Paired by seed, each neck minus {reference[0]} (mean difference [Student-t 95% interval over seeds]):",
+            "", "| neck | conv | seed pairs | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|", *lines]
 
 
 def read_results(path: Path) -> dict:

@@ -149,3 +149,18 @@ def test_compare_necks_collect_averages_seeds(tmp_path, capsys):
     assert capsys.readouterr().out == "".join(f"wrote {w}\n" for w in written) + table
     assert "| plain | - | 2 | 0.5000 ± 0.3536 |" in table and "| sharp | - | 1 | 0.5000 |" in table
     assert len(json.loads((tmp_path / "all" / "compare_necks.json").read_text())["rows"]) == 3
+
+
+def test_compare_necks_pairs_each_neck_with_plain_by_seed():
+    """sharp - plain per seed is +0.01, 0, +0.02: mean +0.01, s.d. 0.01, t(2) = 4.303 over sqrt(3)."""
+    import compare_necks
+
+    runs = [("plain", 0, 0.50), ("plain", 1, 0.52), ("plain", 2, 0.54), ("sharp", 2, 0.56), ("sharp", 0, 0.51),
+            ("sharp", 1, 0.52), ("nested", 0, 0.60), ("sharp", 5, 0.90)]
+    rows = [{"scheme": neck, "conv": "-", "seed": seed, "params_M": 1.0, "train_seconds": 1.0,
+             **{f"{t}/{k}": value for t, k in compare_necks.COLUMNS}} for neck, seed, value in runs]
+    table = compare_necks.markdown(rows, "header")
+    paired = table.split("Paired by seed, each neck minus plain")[1]
+    assert "| sharp | - | 3 | +0.0100 [-0.0148, +0.0348] | +0.01 [-0.01, +0.03] |" in paired
+    assert "nested" not in paired  # one shared seed gives no interval
+    assert "Paired by seed" not in compare_necks.markdown(rows[:3] + rows[-2:], "header")
