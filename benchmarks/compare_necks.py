@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 from detectron2.engine import hooks
-from scipy import stats
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
+from scipy import stats
 
 import common
 from sharp_fpn import get_sharp_cfg
