@@ -46,15 +46,16 @@ def test_config_overrides_reach_the_model_and_each_threshold_is_a_run(tmp_path):
 
 def test_each_threshold_scores_as_the_training_evaluator(tmp_path):
     """The sweep's evaluators are Trainer.build_evaluator's (the same max_dets, the same COCO
-    settings) with another score_thresh: at the evaluator's 0.5 the row is train_net.py's."""
+    settings) with another score_thresh: at the evaluator's 0.5 the row is train_net.py's, its
+    segm AP too (the model keeps the detections under 0.5 that AP ranks)."""
     root = synthetic_images()[0].parents[2]
     convert_dsb2018(root, tmp_path / "ann", val_fraction=1.0, workers=1)
     val_json, folder = str(tmp_path / "ann" / "val.json"), tiny_checkpoint()
     score_thresholds.main([str(folder), "--val-json", val_json, "--image-root", str(root), "--thresholds", "0.5",
                            "--output-dir", str(tmp_path / "sweep")])
     cfg = get_sharp_cfg(str(folder / "config.yaml"), ["MODEL.WEIGHTS", str(folder / "model_final.pth"),
-                                                      "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.5",
                                                       "OUTPUT_DIR", str(tmp_path / "train")])
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST < 0.5
     register_json_datasets(cfg, None, val_json, str(root))
     results = Trainer.test(cfg, load_model_for_eval(cfg).eval())
     sweep, trained = (json.loads(path.read_text()) for path in
