@@ -114,16 +114,14 @@ def _signed(key: str, value: float) -> str:
 def markdown(rows, header: str) -> str:
     """One line per run; with several seeds of a neck, then its mean and sample s.d. over them."""
     keys = [f"{t}/{k}" for t, k in COLUMNS]
-    lines = [header, "", "| neck | conv | seed | params (M) | train time (s) | " + " | ".join(keys) + " |",
-             "|---" * (5 + len(keys)) + "|"]
-    for r in rows:
-        lines.append(f"| {r['scheme']} | {r['conv']} | {r['seed']} | {r['params_M']} | {r['train_seconds']:.0f} | "
-                     + " | ".join(_metric(k, r[k]) for k in keys) + " |")
+    parts = [header, "", common.markdown_table(
+        ["neck", "conv", "seed", "params (M)", "train time (s)", *keys],
+        [[r["scheme"], r["conv"], r["seed"], r["params_M"], f"{r['train_seconds']:.0f}", *(_metric(k, r[k]) for k in keys)]
+         for r in rows])]
     necks = list(dict.fromkeys(map(neck_key, rows)))
     if all(sum(neck_key(r) == n for r in rows) < 2 for n in necks):
-        return "\n".join(lines)
-    lines += ["", "Mean over seeds (sample standard deviation):", "",
-              "| neck | conv | seeds | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
+        return "\n".join(parts)
+    means = []
     for neck in necks:
         runs = [r for r in rows if neck_key(r) == neck]
         cells = []
@@ -131,16 +129,18 @@ def markdown(rows, header: str) -> str:
             values = [r[k] for r in runs]
             sd = f" ± {_metric(k, statistics.stdev(values))}" if len(values) > 1 else ""
             cells.append(_metric(k, statistics.mean(values)) + sd)
-        lines.append(f"| {neck[0]} | {neck[1]} | {len(runs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + paired_by_seed(rows, keys))
+        means.append([*neck, len(runs), *cells])
+    parts += ["", "Mean over seeds (sample standard deviation):", "",
+              common.markdown_table(["neck", "conv", "seeds", *keys], means)]
+    return "\n".join(parts + paired_by_seed(rows, keys))
 
 
 def paired_by_seed(rows, keys, reference=("plain", "-")) -> list:
-    """Lines of a table: each neck minus the reference neck, seed by seed, as the mean difference
-    with a Student-t 95% interval over the seeds both have. One seed gives both runs the same data
-    order and backbone initialisation, so pairing cancels that part of the seed noise."""
+    """A table, as lines to append: each neck minus the reference neck, seed by seed, as the mean
+    difference with a Student-t 95% interval over the seeds both have. One seed gives both runs
+    the same data order and backbone initialisation, so pairing cancels that part of the seed noise."""
     by_seed = {r["seed"]: r for r in rows if neck_key(r) == reference}
-    lines = []
+    table = []
     for neck in dict.fromkeys(map(neck_key, rows)):
         pairs = [(r, by_seed[r["seed"]]) for r in rows if neck_key(r) == neck and r["seed"] in by_seed]
         if neck == reference or len(pairs) < 2:
@@ -151,11 +151,11 @@ def paired_by_seed(rows, keys, reference=("plain", "-")) -> list:
             mean = statistics.mean(diffs)
             half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
             cells.append(f"{_signed(k, mean)} [{_signed(k, mean - half)}, {_signed(k, mean + half)}]")
-        lines.append(f"| {neck[0]} | {neck[1]} | {len(pairs)} | " + " | ".join(cells) + " |")
-    if not lines:
+        table.append([*neck, len(pairs), *cells])
+    if not table:
         return []
     return ["", f"Paired by seed, each neck minus {reference[0]} (mean difference [Student-t 95% interval over seeds]):",
-            "", "| neck | conv | seed pairs | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|", *lines]
+            "", common.markdown_table(["neck", "conv", "seed pairs", *keys], table)]
 
 
 def read_results(path: Path) -> dict:
