@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint, tiny_predictor  # noqa: F401
 
 from sharp_fpn import get_sharp_cfg
@@ -124,6 +125,29 @@ def test_export_cli_prints_size_checksum_and_registry_line(export_cli, capsys, t
     assert code == 0 and err == ""
     assert f"sha256 {sha}" in out and "MiB" in out and f'ShippedModel("mini", "mini.yaml", "mini.pth", sha256="{sha}")' in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mini.pth", "mini.yaml"]
+
+
+def test_export_cli_blanks_the_training_machines_paths(export_cli, capsys, tmp_path):
+    config = yaml.safe_load((tiny_checkpoint() / "config.yaml").read_text())
+    config["OUTPUT_DIR"] = "/home/someone/runs/final"
+    config["DATASETS"]["DSB2018_SEMANTIC"]["ROOT"] = "~/data/stage1_train"
+    config["DATASETS"]["PROPOSAL_FILES_TRAIN"] = ["../shared/proposals.pkl"]
+    (tmp_path / "train_config.yaml").write_text(yaml.safe_dump(config))
+    code = export_cli.main([str(tiny_checkpoint() / "model_final.pth"), "--config", str(tmp_path / "train_config.yaml"),
+                            "--name", "mini", "--output-dir", str(tmp_path / "out")])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "blanked: " in out
+    text = (tmp_path / "out" / "mini.yaml").read_text()
+    assert "someone" not in text and "~/" not in text and "../" not in text
+    cfg = get_sharp_cfg(str(tmp_path / "out" / "mini.yaml"))
+    assert cfg.OUTPUT_DIR == "" and cfg.DATASETS.DSB2018_SEMANTIC.ROOT == "" and cfg.DATASETS.PROPOSAL_FILES_TRAIN == ()
+    assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.FPN.OUT_CHANNELS == 32  # the rest as it was
+
+
+def test_shipped_configs_hold_no_machine_path(export_cli, tmp_path):
+    for model in SHIPPED_MODELS.values():
+        shutil.copy(model.config_path, tmp_path / "copy.yaml")
+        assert export_cli.blank_machine_paths(tmp_path / "copy.yaml") == [], model.config_path
 
 
 def test_export_cli_missing_checkpoint_is_one_line(export_cli, capsys, tmp_path):

@@ -6,16 +6,54 @@
 
 Writes NAME.pth (the model's state dict only, in float16) and NAME.yaml (the config, by
 default the config.yaml beside the checkpoint), after checking that the config's model takes
-every tensor. Prints the size, the SHA-256 and the line to put into SHIPPED_MODELS in
-sharp_fpn/predict/pretrained.py. Exit status 2 for a missing or mismatched file.
+every tensor. The config keeps no path of the training machine: OUTPUT_DIR and every value
+that is an absolute, home (~) or ../ path are blanked. Prints the size, the SHA-256 and the
+line to put into SHIPPED_MODELS in sharp_fpn/predict/pretrained.py. Exit status 2 for a
+missing or mismatched file.
 """
 import argparse
+import re
 import sys
 import traceback
 from pathlib import Path
 
+import yaml
+
 from sharp_fpn.predict import SetupError
 from sharp_fpn.predict.pretrained import MAX_SHIPPED_MB, PRETRAINED_DIR, export_model
+from sharp_fpn.predict.writers import write_text_atomic
+
+# A value that names a place on the training machine, not in the project.
+MACHINE_PATH = re.compile(r"^(/|~|\.\./|[A-Za-z]:[\\/])")
+
+
+def is_machine_path(value) -> bool:
+    return isinstance(value, str) and bool(MACHINE_PATH.match(value))
+
+
+def blank_machine_paths(config_path) -> list:
+    """Blank OUTPUT_DIR and every machine path in an exported yaml (list items that are such
+    paths are dropped); return the keys changed."""
+    config_path = Path(config_path)
+    data = yaml.safe_load(config_path.read_text())
+    changed = []
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, f"{name}.")
+            elif isinstance(value, list) and any(is_machine_path(item) for item in value):
+                node[key] = [item for item in value if not is_machine_path(item)]
+                changed.append(name)
+            elif value and (name == "OUTPUT_DIR" or is_machine_path(value)):
+                node[key] = ""
+                changed.append(name)
+
+    walk(data, "")
+    if changed:
+        write_text_atomic(config_path, yaml.safe_dump(data))
+    return changed
 
 
 def main(argv=None) -> int:
@@ -28,6 +66,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         exported = export_model(args.checkpoint, args.output_dir, args.name, args.config)
+        blanked = blank_machine_paths(exported.config)
     except SetupError as error:
         if args.verbose:
             traceback.print_exc()
@@ -35,7 +74,7 @@ def main(argv=None) -> int:
         return 2
     megabytes = exported.num_bytes / 2**20
     print(f"wrote {exported.weights} ({megabytes:.1f} MiB, sha256 {exported.sha256})")
-    print(f"wrote {exported.config}")
+    print(f"wrote {exported.config}" + (f" (blanked: {', '.join(blanked)})" if blanked else ""))
     if megabytes > MAX_SHIPPED_MB:
         print(f"warning: over the {MAX_SHIPPED_MB} MiB a shipped model may take", file=sys.stderr)
     if Path(args.output_dir).resolve() == PRETRAINED_DIR:
