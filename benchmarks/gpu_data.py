@@ -5,7 +5,7 @@ with the repository, unpacked on the GPU machine.
 Only the repository and its carried folders reach that machine, 64 MiB in all with the
 wheels, so the 600 stage1_train images (57 MB of RGBA PNGs, 110 MB more of mask PNGs) cannot
 go as they are. The bundle holds what training and scoring read: the converter's COCO JSONs
-(compressed-RLE masks, the 480/120 split of RESULTS.md section 7), gzipped, and every image as
+(compressed-RLE masks, the 480/120 split of RESULTS.md#the-data-split), gzipped, and every image as
 the array that ``sharp_fpn.data.read_image`` makes of it, in lossless WebP, which that reader
 decodes like any other file: 32.4 MB for the 600 images, against 39.7 MB as grey or RGB PNGs at
 OpenCV's strongest compression and 57 MB as shipped.

@@ -28,10 +28,10 @@ REPO=$PWD
 PARTS=${PARTS:-"a b c d"}   # which of the parts to run; the others are reported as skipped
 C_CONFIGS=${C_CONFIGS:-"mask_rcnn_sharp_R101.yaml"}   # add mask_rcnn_sharp_VGG16.yaml if time allows (halves the iterations)
 C_NECKS=${C_NECKS:-"plain nested full_scale sharp sharp:CONV=3x3"}
-# KEY VALUE overrides of every part-c run (RESULTS.md section 7's GPU command); from the
+# KEY VALUE overrides of every part-c run (RESULTS.md#the-papers-r-101-setting-not-run-yet); from the
 # environment as one space-separated string, so without values that hold spaces.
 # Batch 4, not 8: at 8 the five R-101 runs side by side took 25-41 GiB each and ran out of the
-# H200's 140 GiB (first GPU run, RESULTS.md section 5).
+# H200's 140 GiB (first GPU run, RESULTS.md#does-every-config-run-on-a-gpu).
 C_OPTS_DEFAULT=(SOLVER.IMS_PER_BATCH 4 SOLVER.BASE_LR 0.01 SOLVER.AMP.ENABLED True DATALOADER.NUM_WORKERS 3)
 if [[ -n ${C_OPTS:-} ]]; then read -ra C_OPTS <<< "$C_OPTS"; else C_OPTS=("${C_OPTS_DEFAULT[@]}"); fi
 C_SEEDS=${C_SEEDS:-0}   # one process per config x neck x seed

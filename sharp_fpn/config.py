@@ -33,7 +33,7 @@ def add_sharp_fpn_config(cfg):
     # 3x3), "3x3" (the paper's literal Conv2d 3x3), "separable" (depthwise 3x3 then pointwise 1x1)
     # or "1x1". Same nodes and edges; all but "1x1" keep the 3x3 receptive field. "pw_dw" is the
     # default: the literal sharp neck makes the whole R-101 model 1.6x slower than plain FPN on a
-    # CPU, pw_dw 1.15x, at the same accuracy on Dsb2018 (benchmarks/RESULTS.md, sections 6-7).
+    # CPU, pw_dw 1.15x, at the same accuracy on Dsb2018 (benchmarks/RESULTS.md#what-does-the--neck-cost).
     cfg.MODEL.SHARP_FPN.CONV = "pw_dw"
     # Strides of the rows whose nodes use CONV, e.g. [4] for the costly stride-4 row only; the
     # other rows keep "3x3". Empty: every row.

@@ -284,7 +284,7 @@ def set_cpu_threads(cfg):
     thread per core in each, and threads beyond the cores spin and slow down. Data-loader workers
     get no core of their own: they run one torch thread and wait most of the time, so a core
     kept for them sits idle (the recipe trains 1.6x faster on 2 cores with 2 threads than with
-    1 beside its worker; benchmarks/RESULTS.md, section 9). An explicit OMP_NUM_THREADS wins."""
+    1 beside its worker; benchmarks/RESULTS.md#training-time-threads-and-machines). An explicit OMP_NUM_THREADS wins."""
     if cfg.MODEL.DEVICE == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
 

@@ -96,7 +96,7 @@ def link_problem(page: Path, target: str):
     file_part, _, anchor = target.partition("#")
     destination = (page.parent / file_part).resolve() if file_part else page
     if not destination.exists():
-        return f"{file_part}: no such file"
+        return "no such file"
     if anchor:
         if destination.suffix != ".md":
             return f"#{anchor}: anchors are only checked in Markdown files"

@@ -256,7 +256,7 @@ def resolve_coco_backend(name: Optional[str] = None) -> str:
 
     faster-coco-eval's C++ COCOeval fills the same precision and recall arrays as pycocotools
     (tested with hundreds of detections per image) about 10x faster at 500 detections per image
-    (benchmarks/RESULTS.md, section 4). pycocotools, which the masks need anyway, is the
+    (benchmarks/RESULTS.md#how-fast-are-the-converter-and-the-evaluator). pycocotools, which the masks need anyway, is the
     fallback; faster-coco-eval needs Python 3.10+.
     """
     if name is None:

@@ -2,7 +2,7 @@
 the seed's Table 1.
 
 Papers in this line report "IoU" without saying how it is averaged, and the definitions
-differ on the same predictions (benchmarks/RESULTS.md §8, the IoU definition study), so each
+differ on the same predictions (benchmarks/RESULTS.md#what-does-the-seeds-iou-measure), so each
 is computed from one pass and reported by name. All are fractions in [0, 1], as in
 sharp_fpn.evaluation; "binary" means probability >= threshold (0.5).
 
