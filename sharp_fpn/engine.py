@@ -27,7 +27,7 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from .checkpoint import SharpCheckpointer
+from .checkpoint import SharpCheckpointer, WeightsUnavailable, local_weights
 from .config import get_sharp_cfg
 from .data import DSB2018_DATASETS, NucleiDatasetMapper, register_coco_nuclei
 from .data.image_io import read_image
@@ -101,9 +101,16 @@ def check_run(cfg, eval_only=False, resume=False):
     if eval_only and not weights:
         raise SetupError(f"--eval-only needs the weights to evaluate: add MODEL.WEIGHTS {_final(cfg)}")
     resuming = resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
-    if weights and not resuming and not os.path.isfile(weights):
-        hint = f" (this config's runs leave {_final(cfg)})" if eval_only else ""
-        raise SetupError(f"MODEL.WEIGHTS {weights}: no such file{hint}")
+    encoder = cfg.MODEL.UNET.ENCODER_WEIGHTS if cfg.MODEL.META_ARCHITECTURE == "SemanticUNet" else ""
+    # A URL is fetched here, once, before any process starts; every process then reads the cache.
+    for key, path in (("MODEL.WEIGHTS", "" if resuming else weights), ("MODEL.UNET.ENCODER_WEIGHTS", encoder)):
+        try:
+            local = local_weights(path)
+        except WeightsUnavailable as error:
+            raise SetupError(f"{key} {error}") from None
+        if path and not os.path.isfile(local):
+            hint = f" (this config's runs leave {_final(cfg)})" if eval_only and key == "MODEL.WEIGHTS" else ""
+            raise SetupError(f"{key} {path}: no such file{hint}")
 
 
 def _final(cfg):

@@ -117,8 +117,9 @@ def build_encoder(name: str, filters: Sequence[int], in_channels: int = 3, norm:
 
 
 def load_imagenet_weights(encoder: nn.Module, path: str) -> None:
-    """Load a local torchvision ImageNet file (``vgg16-*.pth``, ``vgg16_bn-*.pth``,
-    ``resnet101-*.pth``) into ``encoder``, through sharp_fpn.checkpoint's renaming.
+    """Load a torchvision ImageNet file (``vgg16-*.pth``, ``vgg16_bn-*.pth``, ``resnet101-*.pth``)
+    into ``encoder``, through sharp_fpn.checkpoint's renaming. ``path`` is a local file or a URL
+    (``https://``, ``http://``, ``detectron2://``), fetched once into Detectron2's cache.
 
     Every encoder weight must come from the file and every file weight must be used, so a
     wrong depth or norm is an error that says which, not a silently half-loaded encoder.
@@ -128,6 +129,7 @@ def load_imagenet_weights(encoder: nn.Module, path: str) -> None:
         convert_torchvision_vgg,
         is_torchvision_resnet,
         is_torchvision_vgg,
+        local_weights,
     )
 
     kinds = {VGG16Encoder: ("VGG", is_torchvision_vgg, convert_torchvision_vgg),
@@ -135,8 +137,9 @@ def load_imagenet_weights(encoder: nn.Module, path: str) -> None:
     if type(encoder) not in kinds:
         raise ValueError(f"{path}: the {VGG_BLOCKS} encoder has no ImageNet weights; use VGG16 or R101")
     kind, recognise, convert = kinds[type(encoder)]
+    local = local_weights(path)  # a URL's cached copy; WeightsUnavailable names the URL
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(local, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: encoder weights not found") from None
     except Exception as error:  # a corrupt or non-PyTorch file: say which file and why
