@@ -8,6 +8,7 @@ Everything a run needs is checked before it starts (:func:`load_config`, :func:`
 so a mistake is one line, not a traceback from deep inside a worker.
 """
 import collections
+import dataclasses
 import difflib
 import json
 import logging
@@ -148,16 +149,19 @@ def _first_image(json_file):
 class TimedPeriodicWriter(hooks.PeriodicWriter):
     """Detectron2's PeriodicWriter, which writes every ``period`` iterations, also writing once
     ``seconds`` have passed: a CPU iteration of a large model can take a minute, and 20 of them
-    without a line look like a hang."""
+    without a line look like a hang. With ``first``, also after the first step of a run: that
+    line shows at once that every rank joined and a step ran, and metrics.json keeps its loss."""
 
-    def __init__(self, writers, period=20, seconds=30.0):
+    def __init__(self, writers, period=20, seconds=30.0, first=False):
         super().__init__(writers, period)
         self._seconds = seconds
+        self._first = first
         self._last_write = time.perf_counter()
 
     def after_step(self):
         now = time.perf_counter()
         due = (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1
+        due = due or (self._first and self.trainer.iter == self.trainer.start_iter)
         if due or now - self._last_write >= self._seconds:
             for writer in self._writers:
                 writer.write()
@@ -224,9 +228,10 @@ class Trainer(DefaultTrainer):
                                max_dets=max(500, cfg.TEST.DETECTIONS_PER_IMAGE))
 
     def build_hooks(self):
-        """Detectron2's hooks, with its iteration-counting writer made time-aware."""
+        """Detectron2's hooks, with its iteration-counting writer made time-aware and writing the
+        first step too."""
         return [
-            TimedPeriodicWriter(hook._writers, hook._period, self.PROGRESS_SECONDS)
+            TimedPeriodicWriter(hook._writers, hook._period, self.PROGRESS_SECONDS, first=True)
             if isinstance(hook, hooks.PeriodicWriter) else hook
             for hook in super().build_hooks()
         ]
@@ -296,6 +301,63 @@ def set_cpu_threads(cfg):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
 
 
+@dataclasses.dataclass(frozen=True)
+class LauncherRanks:
+    """Where this process sits in a run whose processes a launcher started (torchrun, srun)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+
+    @property
+    def machine_rank(self):
+        return self.rank // self.local_world_size
+
+
+def launcher_ranks(environ=None):
+    """The ranks torchrun (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE) or SLURM's srun
+    (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, tasks per node) gave this process, for
+    ``--dist-url env://``: one command line under either launcher. Torch then reads the rank-0
+    host from MASTER_ADDR and MASTER_PORT; srun sets neither, so MASTER_ADDR must be exported
+    and MASTER_PORT defaults to torchrun's 29500. Ranks must go machine by machine (srun's
+    default block distribution). A missing or inconsistent variable is a :class:`SetupError`."""
+    env = os.environ if environ is None else environ
+
+    def number(name, default=None):
+        text = env.get(name, default)
+        if text is None or not str(text).isdigit():
+            raise SetupError(f"--dist-url env://: {name} is {'not set' if text is None else repr(text)}; "
+                             "start the processes with torchrun or srun, or export RANK and WORLD_SIZE")
+        return int(text)
+
+    if "RANK" in env or "WORLD_SIZE" in env:
+        ranks = LauncherRanks(number("RANK"), number("WORLD_SIZE"), number("LOCAL_RANK", 0), number("LOCAL_WORLD_SIZE", 1))
+        names = "RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE"
+    elif "SLURM_PROCID" in env:
+        per_node = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", "1")
+        counts = {part.split("(")[0] for part in per_node.split(",")}  # "2(x3),1": 2 tasks on 3 nodes, then 1
+        if len(counts) != 1:
+            raise SetupError(f"--dist-url env://: SLURM tasks per node {per_node!r} are uneven; give every node "
+                             "the same --ntasks-per-node")
+        ranks = LauncherRanks(number("SLURM_PROCID"), number("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS")),
+                              number("SLURM_LOCALID", 0), number("tasks per node", counts.pop()))
+        names = "SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID and the tasks per node"
+    else:
+        number("RANK")  # raises, naming what is missing
+    consistent = (ranks.local_rank < ranks.local_world_size > 0 and ranks.rank < ranks.world_size
+                  and ranks.world_size % ranks.local_world_size == 0
+                  and ranks.rank == ranks.machine_rank * ranks.local_world_size + ranks.local_rank)
+    if not consistent:
+        raise SetupError(f"--dist-url env://: {names} ({ranks.rank}, {ranks.world_size}, {ranks.local_rank}, "
+                         f"{ranks.local_world_size}) do not number the processes machine by machine, the same "
+                         "number on each")
+    if ranks.world_size > 1 and not env.get("MASTER_ADDR"):
+        raise SetupError("--dist-url env://: MASTER_ADDR is not set; name the rank-0 machine, e.g. "
+                         "export MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)")
+    return ranks
+
+
 # Trainers of meta-architectures that need other builders than Mask R-CNN's, by
 # MODEL.META_ARCHITECTURE. Their modules add them when imported (``import sharp_fpn`` does).
 TRAINERS = {}
@@ -333,6 +395,23 @@ class _PlainFormatter(logging.Formatter):
         return _ANSI.sub("", super().format(record))
 
 
+class _WithoutTraceback(logging.Formatter):
+    """The terminal's lines without the tracebacks logged with them (log.txt keeps those): the
+    tool ends an error with one line that says what went wrong."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record):
+        saved = record.exc_info, record.exc_text
+        record.exc_info = record.exc_text = None
+        try:
+            return self.inner.format(record) + (" (traceback in log.txt)" if saved[0] else "")
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
 def _for_terminal(record):
     return record.levelno >= logging.WARNING or record.name.startswith(TERMINAL_LOGGERS)
 
@@ -352,7 +431,6 @@ def setup_logging(output_dir):
         for handler in each.handlers:
             if getattr(handler, "stream", None) is sys.stdout:
                 handler.addFilter(_for_terminal)
-                if not sys.stdout.isatty():
-                    handler.setFormatter(_PlainFormatter())
+                handler.setFormatter(_WithoutTraceback(handler.formatter if sys.stdout.isatty() else _PlainFormatter()))
             else:
                 handler.setFormatter(_PlainFormatter())

@@ -4,16 +4,21 @@ of the UNet family (configs/unet_*.yaml) for semantic segmentation. Detectron2's
 with our reader, evaluator and checkpointer: its flags and trailing KEY VALUE overrides work."""
 import logging
 import os
+import re
 import sys
+from datetime import timedelta
 
 import sharp_fpn  # first: registers backbones, datasets and trainers, quiets known noise
+import torch.distributed as dist
+from torch.multiprocessing.spawn import ProcessException, ProcessExitedException
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine.launch import DEFAULT_TIMEOUT, _distributed_worker
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from sharp_fpn.config import resolve_config_path
 from sharp_fpn.data.issues import DatasetError
-from sharp_fpn.engine import (SetupError, check_run, load_config, load_model_for_eval, register_json_datasets,
-                              set_cpu_threads, setup_logging, trainer_class)
+from sharp_fpn.engine import (LauncherRanks, SetupError, check_run, launcher_ranks, load_config, load_model_for_eval,
+                              register_json_datasets, set_cpu_threads, setup_logging, trainer_class)
 
 logger = logging.getLogger("sharp_fpn.train_net")
 
@@ -25,13 +30,20 @@ EXAMPLES = """examples:
   # 2 GPUs, or 2 CPU processes; continue after a crash or a kill
   python tools/train_net.py --config mask_rcnn_sharp_R50 --num-gpus 2
   python tools/train_net.py --config mask_rcnn_sharp_R50 --resume
+  # 2 machines, 1 process each: the same line on both, --machine-rank 0 on the one at HOST
+  python tools/train_net.py --config mask_rcnn_sharp_R50 --num-machines 2 --machine-rank 0 --dist-url tcp://HOST:29500
+  # processes started by torchrun or SLURM's srun (ranks from the environment; docs/many_machines.md)
+  torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 --master-addr HOST tools/train_net.py --config ... --dist-url env://
+  srun python tools/train_net.py --config mask_rcnn_sharp_R50 --dist-url env://
   # evaluate trained weights; the UNet family
   python tools/train_net.py --config mask_rcnn_sharp_R50 --eval-only MODEL.WEIGHTS output/mask_rcnn_sharp_R50/model_final.pth
   python tools/train_net.py --config unet_sharp_ds.yaml DATASETS.DSB2018_SEMANTIC.ROOT STAGE_DIR
 
 The terminal shows the config, the model, the data, then progress at least once a minute;
-OUTPUT_DIR/log.txt holds every detail. A mistake in the config, the data or the weights is one
-line and exit status 2; a training that diverges stops with one line and exit status 1."""
+OUTPUT_DIR/log.txt holds every detail (log.txt.rankN for the other processes of a distributed
+run; only rank 0 prints, writes checkpoints and metrics). A mistake in the config, the data or the weights is one
+line and exit status 2; a training that diverges, or a distributed run that loses one of its
+processes, stops with one line and exit status 1."""
 
 
 def setup(args, cfg):
@@ -91,8 +103,61 @@ def parser():
                    "prepare_dsb2018.py recorded in each JSON, its STAGE_DIR; else the JSON's folder)")
     p.add_argument("--train-image-root", help="the same for --train-json alone (default: --image-root)")
     p.add_argument("--test-image-root", help="the same for --test-json alone (default: --image-root)")
+    p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT.total_seconds(), metavar="SECONDS",
+                   help="how long a process of a distributed run waits for the others before it stops with an "
+                   "error (default: %(default)d, Detectron2's)")
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     return p
+
+
+def from_launcher(args):
+    """Whether torchrun or srun started this process (``--dist-url env://``; torchrun's own
+    variables imply it), rather than Detectron2's ``launch`` starting ours."""
+    return args.dist_url.startswith("env://") or {"RANK", "WORLD_SIZE", "LOCAL_RANK"} <= set(os.environ)
+
+
+def run(args, cfg):
+    """Start this machine's processes as Detectron2's ``launch`` does, or join a run as one
+    process: one that torchrun or srun started (env://), or the only one of its machine.
+    Joining goes through Detectron2's own worker set-up, without spawning a child for it."""
+    timeout = timedelta(seconds=args.dist_timeout)
+    if cfg.MODEL.DEVICE == "cpu":  # Detectron2 picks NCCL whenever it sees a GPU; a CPU run needs gloo
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if from_launcher(args):
+        if (args.num_gpus, args.num_machines, args.machine_rank) != (1, 1, 0):
+            raise SetupError("with torchrun or srun (env://) the launcher starts the processes: leave out --num-gpus, "
+                             "--num-machines and --machine-rank")
+        ranks = launcher_ranks()
+        os.environ.setdefault("MASTER_PORT", "29500")
+        dist_url = "env://"
+    elif args.num_gpus == 1 and args.num_machines > 1:
+        if args.dist_url == "auto":
+            raise SetupError("--dist-url auto picks a port on one machine; give machine 0's tcp://HOST:PORT")
+        ranks = LauncherRanks(args.machine_rank, args.num_machines, 0, 1)
+        dist_url = args.dist_url
+    else:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args, cfg), timeout=timeout)
+        return
+    if ranks.world_size == 1:
+        main(args, cfg)
+    else:
+        _distributed_worker(ranks.local_rank, main, ranks.world_size, ranks.local_world_size, ranks.machine_rank,
+                            dist_url, (args, cfg), timeout)
+
+
+def failure(error):
+    """One line for a distributed run that lost a process: the first sentence of the last line
+    of its error (a spawned process's error arrives as its traceback's text)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    last = (lines[-1] if lines else type(error).__name__).split(". ")[0]
+    last = re.sub(r"^\[\S+:\d+\] ", "", last)  # gloo's source file and line
+    if isinstance(error, ProcessExitedException):
+        return f"a process of this machine was stopped ({last}); the run stops"
+    if any(word in last for word in ("Connection closed", "Connection reset", "timed out", "Timed out", "Broken pipe")):
+        return (f"lost contact with another process of the distributed run ({last}); it stopped or its machine "
+                "is unreachable, and its own log (log.txt.rankN) says why")
+    return f"a process of the distributed run stopped: {last}"
 
 
 def cli(argv=None):
@@ -102,8 +167,7 @@ def cli(argv=None):
         p.error("give --config NAME or --config-file PATH")
     try:
         cfg = prepare(args)
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args, cfg))
+        run(args, cfg)
     except (SetupError, DatasetError, FileNotFoundError) as e:
         if args.verbose:
             raise
@@ -115,6 +179,10 @@ def cli(argv=None):
         first = str(e).splitlines()[0]
         sys.exit(f"error: training stopped, it diverged: {first} Lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS; "
                  "with random weights use GN/BN, not FrozenBN. Resume from the last checkpoint with --resume.")
+    except (ProcessException, RuntimeError) as e:
+        if args.verbose or not (isinstance(e, ProcessException) or dist.is_initialized()):
+            raise
+        sys.exit(f"error: {failure(e)}")
     except (ValueError, KeyError) as e:
         if args.verbose:
             raise
