@@ -11,9 +11,15 @@ decodes like any other file: 32.4 MB for the 600 images, against 39.7 MB as grey
 OpenCV's strongest compression and 57 MB as shipped.
 
     python benchmarks/gpu_data.py pack ../shared/data/dsb2018/stage1_train --bundle .gpu_data
-    python benchmarks/gpu_data.py unpack --bundle .gpu_data --out /tmp/gpu/data      # on the GPU machine
+    python benchmarks/gpu_data.py unpack --bundle .gpu_data --out /tmp/gpu/data \
+        --holdout-ids examples/dsb2018_ids.txt                                        # on the GPU machine
     python benchmarks/gpu_data.py synthetic --bundle /tmp/tiny_bundle                  # tiny stand-in
     python benchmarks/gpu_data.py semantic --data /tmp/gpu/data --cache-dir /tmp/gpu/cache --size 96
+
+``unpack --holdout-ids`` also writes the shipped model's split: train_all.json, every image
+but those of the list (the 596 of ``prepare_dsb2018.py STAGE_DIR --val-ids
+examples/dsb2018_ids.txt``), and holdout.json, those. Unpacking imports neither torch nor
+sharp_fpn, so it takes a fraction of a second.
 
 ``semantic`` writes the UNet family's resized images and merged foreground masks from the
 unpacked JSONs where ``sharp_fpn.unet.data`` caches them for that image folder, so
@@ -25,7 +31,6 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,8 +42,6 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from sharp_fpn.data.image_io import read_image  # noqa: E402
-
 SPLITS = ("train", "val")
 IMAGES = "images"  # the bundle's image root: file_name in the JSONs are relative to it
 MANIFEST = "manifest.json"
@@ -46,12 +49,16 @@ WEBP_LOSSLESS = [cv2.IMWRITE_WEBP_QUALITY, 101]  # above 100: lossless
 
 
 def convert(stage_dir: Path, ann_dir: Path, val_fraction: float, seed: int) -> str:
-    """Run the project's converter on ``stage_dir`` into ``ann_dir``; returns its command line."""
+    """Convert ``stage_dir`` into ``ann_dir`` with the project's converter, in this process (one
+    import of Detectron2 fewer); returns the command line of ``prepare_dsb2018.py`` that does the same."""
+    from sharp_fpn.data.coco_export import convert_dsb2018
+    from sharp_fpn.data.issues import DatasetError
+
+    try:
+        convert_dsb2018(stage_dir, ann_dir, val_fraction=val_fraction, seed=seed)
+    except (DatasetError, OSError) as error:
+        raise SystemExit(f"error: {stage_dir}: the converter failed: {error}")
     args = [str(stage_dir), "--val-fraction", str(val_fraction), "--seed", str(seed)]
-    done = subprocess.run([sys.executable, str(REPO / "datasets" / "prepare_dsb2018.py"), *args,
-                           "--output-dir", str(ann_dir)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"error: {stage_dir}: the converter failed: {(done.stderr or done.stdout).strip()[-500:]}")
     return " ".join(["python datasets/prepare_dsb2018.py", *args, "--output-dir", "<temporary folder>"])
 
 
@@ -93,6 +100,8 @@ def store_image(source: Path, image_dir: Path, taken: set) -> str:
     as training would see them; the stored file reads back to exactly that array (checked).
     One flat folder (Dsb2018 names every image by its unique id): 1,200 folders of one file
     each would add megabytes of directory entries to what travels."""
+    from sharp_fpn.data.image_io import read_image
+
     rgb = read_image(source, format="RGB")
     name = source.with_suffix(".webp").name
     if name in taken:
@@ -132,6 +141,30 @@ def unpack(bundle, out) -> dict:
     return paths
 
 
+def holdout(data_dir, ids_file) -> dict:
+    """Split the unpacked train.json and val.json (together, every image of the bundle) into
+    holdout.json, the images named in ``ids_file``, and train_all.json, all the others: what
+    ``prepare_dsb2018.py --val-ids`` makes of the stage folder, image and nucleus ids included
+    (the converter numbers both over the whole folder before it splits)."""
+    data_dir = Path(data_dir)
+    parts = [json.loads((data_dir / f"{split}.json").read_text()) for split in SPLITS]
+    images = sorted((im for part in parts for im in part["images"]), key=lambda im: im["id"])
+    annotations = sorted((a for part in parts for a in part["annotations"]), key=lambda a: a["id"])
+    wanted = {line.split("#", 1)[0].strip() for line in Path(ids_file).read_text().splitlines()} - {""}
+    held = {im["id"] for im in images if Path(im["file_name"]).stem in wanted}
+    if len(held) != len(wanted):
+        found = {Path(im["file_name"]).stem for im in images}
+        raise SystemExit(f"error: {ids_file}: not in the bundle: {', '.join(sorted(wanted - found))}")
+    paths = {}
+    for name, keep in (("train_all", lambda i: i not in held), ("holdout", lambda i: i in held)):
+        dataset = {**parts[0], "images": [im for im in images if keep(im["id"])],
+                   "annotations": [a for a in annotations if keep(a["image_id"])]}
+        path = data_dir / f"{name}.json"
+        path.write_text(json.dumps(dataset, separators=(",", ":")))
+        paths[f"{name}_json"] = str(path.resolve())
+    return paths
+
+
 def synthetic(bundle, num_images: int = 8, size: int = 96, seed: int = 0) -> dict:
     """A tiny bundle of synthetic nuclei, packed the same way (the dry run's stand-in)."""
     from sharp_fpn.data.synthetic import make_synthetic_dataset
@@ -156,6 +189,7 @@ def merged_foreground(annotations, height: int, width: int) -> np.ndarray:
 def semantic(data_dir, cache_dir, size: int = 96) -> Path:
     """The UNet family's data set from the unpacked JSONs, cached where the UNet loader looks
     for this image folder and size (``sharp_fpn.unet.data.cache_path``)."""
+    from sharp_fpn.data.image_io import read_image
     from sharp_fpn.unet.data import cache_path, resize_pair
 
     data_dir = Path(data_dir)
@@ -195,6 +229,8 @@ def main(argv=None):
     u = sub.add_parser("unpack", help="write the bundle's train.json and val.json to --out")
     u.add_argument("--bundle", default=".gpu_data", help="(default: %(default)s)")
     u.add_argument("--out", required=True, help="folder for train.json and val.json")
+    u.add_argument("--holdout-ids", help="also write train_all.json and holdout.json: all images but those "
+                   "of this id list (one a line, e.g. examples/dsb2018_ids.txt), and those")
     u.add_argument("--unet-cache", help="also cache the UNet family's data set in this folder (as 'semantic')")
     u.add_argument("--unet-size", type=int, default=96, help="its INPUT.UNET.SIZE (default: %(default)s)")
     m = sub.add_parser("semantic", help="cache the UNet family's data set from unpacked JSONs")
@@ -210,7 +246,10 @@ def main(argv=None):
         synthetic(args.bundle, args.images, args.size)
         print(f"wrote {args.bundle}")
     elif args.command == "unpack":
-        for key, value in unpack(args.bundle, args.out).items():
+        paths = unpack(args.bundle, args.out)
+        if args.holdout_ids:
+            paths.update(holdout(args.out, args.holdout_ids))
+        for key, value in paths.items():
             print(f"{key}={value}")
         if args.unet_cache:
             print(f"unet_cache={semantic(args.out, args.unet_cache, args.unet_size)}")

@@ -1,18 +1,24 @@
 #!/usr/bin/env python
-"""One summary of the prepared GPU run (scripts/gpu_run.sh): summary.md and results.json.
+"""One summary of the prepared GPU window (scripts/gpu_run.sh): summary.md and results.json.
 
     python benchmarks/gpu_report.py --work /tmp/sharp_fpn_gpu.XXXX --out $OUT
 
-Reads what the parts left in the work folder, whether they finished or were stopped by their
-time limit: the status of each part (parts.tsv), the smoke test (a/), the throughput table
-(b/), the neck comparison of each config (c/, with the iterations the schedule chose and any
-neck that left no result) and the UNet runs (d/), and puts them under one heading that names
-the device, so the file can go into RESULTS.md as it is.
+Reads what the parts left in the work folder, whether they finished or were stopped: the status
+of each part (parts.tsv); part a's merged neck table (a/compare_necks.md, from compare_necks.py
+--collect) and each run's iterations, times and peak memory (a/*/compare_necks.json, written by
+benchmarks/gpu_train.py); part b's two runs with their exported weights; every run that left no
+row, with the last line of its log; the GPU's memory and load over the window (log/usage.txt).
+Under one heading that names the device, so that the file can go into RESULTS.md as it is.
 """
 import argparse
+import datetime
 import json
+import subprocess
 import sys
 from pathlib import Path
+
+RUN_COLUMNS = ["run", "iterations (stopped by)", "images", "train (s)", "eval (s)", "it/s at plan",
+               "peak GiB train / eval", "DSB", "segm AP", "fg IoU", "F1@0.5"]
 
 
 def read_json(path: Path):
@@ -36,96 +42,105 @@ def parts_table(work: Path):
     return rows, "\n".join(lines)
 
 
-def neck_section(work: Path):
-    """Per config: the merged table, and the necks whose process left no result."""
-    payload, lines = {}, []
-    iterations = read_text(work / "c_iterations.txt")
-    schedule = read_text(work / "log" / "c_schedule.log").splitlines()
-    lines.append(f"Iterations per neck: {iterations or '?'}" + (f" ({schedule[-1]})" if schedule else "") + ".")
-    for config_dir in sorted(p for p in (work / "c").glob("*") if p.is_dir()):
-        merged = read_json(config_dir / "compare_necks.json")
-        payload[config_dir.name] = merged
-        lines += ["", f"### {config_dir.name}", "", read_text(config_dir / "compare_necks.md") or "No neck finished."]
-        missing = [p.name for p in sorted(config_dir.iterdir()) if p.is_dir() and not (p / "compare_necks.json").is_file()]
-        if missing:
-            lines += ["", f"No result (stopped or failed; see log/c_{config_dir.name}_*.log): {', '.join(missing)}."]
-    return {"iterations": iterations, "schedule": schedule, "configs": payload}, "\n".join(lines)
+def runs_of(work: Path, part: str):
+    """(rows of the runs that finished, lines naming those that did not) of one part."""
+    rows, missing = [], []
+    for run_dir in sorted(p for p in (work / part).glob("*") if p.is_dir() and p.name != "plan"):
+        result = read_json(run_dir / "compare_necks.json")
+        if result and result.get("rows"):
+            rows.append({**result["rows"][0], "header": result.get("header", "")})
+        else:
+            log = read_text(work / "log" / f"{part}_{run_dir.name}.log").splitlines()
+            missing.append(f"- {run_dir.name}: no result; log/{part}_{run_dir.name}.log ends: "
+                           f"`{log[-1][:200] if log else 'nothing'}`")
+    return rows, missing
 
 
-def unet_section(work: Path):
-    """A row per UNet run record (unet_reproduce.py's JSON), then the IoU-definition table."""
-    runs = []
-    for path in sorted((work / "d").rglob("*.json")):
-        record = read_json(path)
-        if isinstance(record, dict) and "history" in record and record.get("history"):
-            runs.append(record)
-    lines = ["| run | params | epochs (done / planned) | final IoU | best IoU (epoch) | final Dice | train wall (s) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in runs:
-        final, best = r["final"], r["best"]
-        lines.append(f"| {r['run']} | {r['params']:,} | {r['epochs_done']} / {r['epochs_planned']} | "
-                     f"{100 * final['iou']:.2f} | {100 * best['iou']:.2f} ({best['epoch']}) | "
-                     f"{100 * final.get('dice', float('nan')):.2f} | {r['train_wall_s']:.0f} |")
-    if not runs:
-        lines = ["No UNet run finished."]
-    definitions = read_text(work / "d" / "iou_definitions.md")
-    if definitions:
-        lines += ["", definitions]
-    summary = [{k: v for k, v in r.items() if k != "history"} for r in runs]
-    return {"runs": summary, "iou_definitions": read_json(work / "d" / "iou_definitions.json")}, "\n".join(lines)
+def run_table(rows) -> str:
+    def cells(r):
+        peak = f"{r.get('peak_train_gib')} / {r.get('peak_eval_gib')}" if r.get("peak_train_gib") is not None else "-"
+        rate = (r.get("plan") or {}).get("iterations_per_s", "-")
+        return [r["name"], f"{r['iterations']} ({r['stopped_by']})", r["images"], f"{r['train_seconds']:.0f}",
+                f"{r['eval_seconds']:.0f}", rate, peak, f"{r['nuclei/dsb_score']:.4f}", f"{r['segm/AP']:.2f}",
+                f"{r['nuclei/fg_iou']:.4f}", f"{r['nuclei/f1@0.5']:.4f}"]
+
+    lines = ["| " + " | ".join(RUN_COLUMNS) + " |", "|" + "---|" * len(RUN_COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, cells(r))) + " |" for r in rows])
 
 
-def device_name(*payloads, fallback: str) -> str:
-    for payload in payloads:
-        name = ((payload or {}).get("machine") or {}).get("device_name")
-        if name:
-            return name
-    return fallback
+def usage_summary(work: Path) -> dict:
+    """Peak GPU memory in use and mean utilisation over the window's 10 s samples."""
+    samples = []
+    for line in read_text(work / "log" / "usage.txt").splitlines():
+        fields = line.replace(",", " ").split()
+        if len(fields) >= 6:
+            samples.append({"time": int(fields[0]), "load1": float(fields[1]), "gpu_util": float(fields[4]),
+                            "gpu_mib": float(fields[5])})
+    if not samples:
+        return {"samples": []}
+    return {"samples": samples, "peak_gpu_gib": round(max(s["gpu_mib"] for s in samples) / 1024, 1),
+            "mean_gpu_util": round(sum(s["gpu_util"] for s in samples) / len(samples)),
+            "peak_load1": max(s["load1"] for s in samples)}
 
 
-def this_machine(device: str) -> dict:
-    """The machine's description when parts a and b were skipped (PARTS=...): the report runs there too."""
-    try:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import common
-        return common.machine_info(device)
-    except Exception:  # torch or the device missing: the summary still gets written
-        return {}
+def this_machine(work: Path) -> dict:
+    """The machine as the first finished run recorded it (gpu_train.py); else date and commit."""
+    for path in sorted(work.glob("[ab]/*/compare_necks.json")):
+        machine = (read_json(path) or {}).get("machine")
+        if machine:
+            return machine
+    commit = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "git_commit": commit or "?"}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", required=True, help="gpu_run.sh's work folder")
     p.add_argument("--out", required=True, help="where summary.md and results.json go")
-    p.add_argument("--device", default="cuda", help="the run's --device, named when no part recorded the device")
+    p.add_argument("--device", default="cuda", help="the run's --device")
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
-    smoke, bench = read_json(work / "a" / "gpu_smoke.json"), read_json(work / "b" / "gpu_bench.json")
     parts, parts_md = parts_table(work)
-    necks, necks_md = neck_section(work)
-    unets, unets_md = unet_section(work)
-    machine = read_text(work / "log" / "machine.txt")
-    info = (smoke or bench or {}).get("machine") or this_machine(args.device)
-    device = device_name(smoke, bench, {"machine": info}, fallback=args.device)
+    a_rows, a_missing = runs_of(work, "a")
+    b_rows, b_missing = runs_of(work, "b")
+    info = this_machine(work)
+    device = info.get("device_name") or args.device
+    usage = usage_summary(work)
+    plans = {part: read_json(work / part / "plan" / "plan.json") for part in ("a", "b")}
+
+    def plan_line(part):
+        plan = plans[part]
+        return (f"Agreed length: {plan['iterations']} iterations, the smallest of the runs' fits {plan['fits']}."
+                if plan else "No agreed length (no run reached the plan).")
+
+    b_lines = [f"| {r['name']} | {r.get('export', '-')} | {r.get('export_mb', '-')} | `{r.get('export_sha256', '-')}` |"
+               for r in b_rows]
     md = "\n".join([
-        f"## GPU run on {device}, {info.get('date', '')}", "",
+        f"## GPU window on {device}, {info.get('date', '')}", "",
         f"`bash scripts/gpu_run.sh`; commit {info.get('git_commit', '?')}; torch {info.get('torch', '?')}; "
         f"host {info.get('cpu', '?')}, {info.get('cpu_count', '?')} cores.", "",
         parts_md, "",
-        "### a. Smoke test: every config, one AMP train step and one inference", "",
-        read_text(work / "a" / "gpu_smoke.md") or "No result.", "",
-        "### b. Throughput and memory per neck", "",
-        read_text(work / "b" / "gpu_bench.md") or "No result.", "",
-        "### c. Table 2, lower part: necks trained side by side on the 480/120 split", "",
-        necks_md, "",
-        "### d. Table 2, upper part: UNet and UNet# on VGG16 / ResNet-101 encoders (random init)", "",
-        unets_md, "",
-        "### Machine", "", "```", machine or "not recorded", "```", "",
+        f"GPU memory in use at most {usage.get('peak_gpu_gib', '?')} GiB, mean utilisation "
+        f"{usage.get('mean_gpu_util', '?')}%, load average up to {usage.get('peak_load1', '?')} (10 s samples).", "",
+        "### a. Table 2 on R-101: the recipe's input, AMP, trained on the 480/120 split, scored on the 120", "",
+        plan_line("a"), "",
+        read_text(work / "a" / "compare_necks.md") or (a_rows[0]["header"] if a_rows else "No run finished."), "",
+        run_table(a_rows) if a_rows else "", *a_missing, "",
+        "### b. Shipped-model candidate (596 images, scored on the 4 examples) and its twin "
+        "(480, scored on the 120)", "",
+        plan_line("b"), "", *(r["header"] + "\n" for r in b_rows[:1]),
+        run_table(b_rows) if b_rows else "No run finished.", *b_missing, "",
+        "| run | exported | MiB | sha256 |", "|---|---|---|---|", *b_lines, "",
+        "### Machine", "", "```", read_text(work / "log" / "machine.txt") or "not recorded", "```", "",
     ])
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(md)
-    payload = {"device": device, "parts": [dict(zip(("part", "status", "wall_s", "limit_s"), row)) for row in parts],
-               "smoke": smoke, "bench": bench, "necks": necks, "unet": unets, "machine": machine}
+    payload = {"device": device, "machine": info,
+               "parts": [dict(zip(("part", "status", "wall_s", "limit_s"), row)) for row in parts],
+               "a": {"rows": a_rows, "missing": a_missing, "plan": plans["a"],
+                     "merged": read_json(work / "a" / "compare_necks.json")},
+               "b": {"rows": b_rows, "missing": b_missing, "plan": plans["b"]}, "usage": usage}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     print(f"wrote {out / 'summary.md'}\nwrote {out / 'results.json'}")
 
