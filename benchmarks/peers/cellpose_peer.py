@@ -38,6 +38,10 @@ Changed, and why:
   training stops at the deadline all the same and the network is saved as it is
   (``stopped_by_budget`` in train_summary.json). Checkpoints: train_seg's own saves, about ten
   per run instead of every 100 epochs.
+- The size model sees 64 randomly drawn images per epoch (``--size-nimg-per-epoch``) instead of
+  all of them: its 10 epochs are 10 forward passes of the network at 512x512 per image, about
+  an hour for 480 images on two CPU cores, and 640 style vectors already over-determine its
+  linear regression (256 coefficients, L2-regularised). Its time is in train_summary.json.
 - Flows are computed once before fitting (train_seg would do the same at its start), so that
   the time they take is known before the epochs are fitted to the budget.
 - Objects get a score for COCO AP, which Cellpose does not give: the mean cell probability
@@ -75,6 +79,7 @@ MODEL_NAME = "cellpose_model"
 MODEL_MARKER = "models/" + MODEL_NAME
 PROBE_STEPS = 4  # batches timed on a throwaway copy of the network (the first is a warm-up)
 BUDGET_MARGIN = 0.97  # share of the remaining budget given to the fitted epochs
+SIZE_NIMG_PER_EPOCH = 64  # images per epoch of the size model (Cellpose: all); see the module doc
 
 
 def parse_args(argv=None):
@@ -85,8 +90,9 @@ def parse_args(argv=None):
     train.add_argument("--learning-rate", type=pc.positive_float, help="override the optimiser's default learning rate")
     train.add_argument("--nimg-per-epoch", type=int,
                        help="images per epoch (default: all, Cellpose's default); fewer gives more, shorter epochs")
-    train.add_argument("--size-nimg-per-epoch", type=int,
-                       help="images per epoch of the size model's 10 epochs (default: all, Cellpose's default)")
+    train.add_argument("--size-nimg-per-epoch", type=int, default=SIZE_NIMG_PER_EPOCH,
+                       help="images per epoch of the size model's 10 epochs; 0: all, Cellpose's default "
+                            f"(default {SIZE_NIMG_PER_EPOCH}: see the module doc)")
     train.add_argument("--invert-bright", action="store_true",
                        help="invert grey images with a bright background so nuclei are bright (default off)")
     return pc.parse(parser, argv)
@@ -199,7 +205,8 @@ def train(args):
     started = time.monotonic()
     model.pretrained_model = str(model_path)
     cp_train.train_size(model.net, str(model_path), images, flows, channels=CHANNELS, channel_axis=2, normalize=True,
-                        batch_size=BATCH_SIZE, nimg_per_epoch=args.size_nimg_per_epoch, min_train_masks=MIN_TRAIN_MASKS)
+                        batch_size=BATCH_SIZE, nimg_per_epoch=args.size_nimg_per_epoch or None,
+                        min_train_masks=MIN_TRAIN_MASKS)
     size_s = time.monotonic() - started
     summary = {
         "peer": "cellpose", "versions": versions(), "threads": torch.get_num_threads(), **pc.machine(),
@@ -208,6 +215,7 @@ def train(args):
         "settings": {"channels": CHANNELS, "diam_mean": DIAM_MEAN, "optimizer": args.optimizer, "learning_rate": learning_rate,
                      "batch_size": BATCH_SIZE, "weight_decay": 1e-5, "momentum": 0.9, "n_epochs": n_epochs,
                      "save_every": save_every, "invert_bright": args.invert_bright,
+                     "size_nimg_per_epoch": args.size_nimg_per_epoch or "all",
                      "flow_threshold": FLOW_THRESHOLD, "cellprob_threshold": CELLPROB_THRESHOLD},
         "seconds": {"flows": flows_s, "probe_seconds_per_batch": step_s, "fitting": fitting_s,
                     "fitting_incl_setup": fit_s, "size_model": size_s},

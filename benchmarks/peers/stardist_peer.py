@@ -30,9 +30,11 @@ Changed, and why:
 - Epochs: Config2D's 400 epochs are an upper bound; training stops when the wall-clock budget
   (counted from the start of the command) is reached, mid-epoch if need be, so that every peer
   and sharp_fpn get the same minutes. The last epoch's validation pass is kept inside the
-  budget (training stops early by its duration). StarDist's own checkpoints are kept:
-  weights_best.h5 (best validation loss, which StarDist loads at the end of training, and which
-  ``predict`` uses) and weights_last.h5, written at the end of every epoch.
+  budget (training stops early by the duration of the previous one; the first pass, which also
+  builds TensorFlow's graph, can run past a budget that ends in the first epoch). StarDist's own
+  checkpoints are kept: weights_best.h5 (best validation loss, which StarDist loads at the end
+  of training, and which ``predict`` uses) and weights_now.h5 after every epoch, and
+  weights_last.h5 at the end.
 - The patch size is 256x256 unless a training image is smaller; then the largest multiple of 16
   that fits every image.
 - Predicted objects get StarDist's object probability as their score (``<name>_objects.csv``), so
