@@ -4,14 +4,23 @@
     python tools/predict.py IMAGES... [--output-dir predictions] [--all]
     python tools/predict.py IMAGES... --model NAME
     python tools/predict.py IMAGES... --weights output/x/model_final.pth [--config CONFIG] [--opts KEY VALUE ...]
+    python tools/predict.py IMAGES... --shard K/N --output-dir OUT    (on each of N machines)
+    python tools/predict.py --merge OUT                               (once all N have finished)
 
 IMAGES are files, folders (their PNG/TIFF/JPEG files) or quoted globs ("data/**/*.tif").
 Without --weights the shipped model predicts. Per image it writes <name>_labels.tif (instance
-labels) and <name>_overlay.png (outlines), and the optional outputs listed below. Exit status:
-0 if every image was predicted, 1 if some input failed (each named on one line), 2 for a
-problem with the model, the config or an option.
+labels) and <name>_overlay.png (outlines), and the optional outputs listed below. Images are
+predicted in parallel, one worker process per core (--workers). Exit status: 0 if every image
+was predicted, 1 if some input failed (each named on one line), 2 for a problem with the model,
+the config or an option.
+
+Many machines (docs/many_machines.md): --shard K/N (or RANK and WORLD_SIZE from the environment,
+as torchrun sets them) predicts every N-th file of the input list from the K-th (K from 0),
+writing the per-image files and part files of coco_results.json and submission.csv into the
+shared --output-dir; --merge joins the parts into the files one process would have written.
 """
 import argparse
+import functools
 import logging
 import sys
 import traceback
@@ -20,7 +29,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sharp_fpn.predict import NucleiPredictor, OutputFormats, SetupError, expand_inputs, predict_files
-from sharp_fpn.predict.batch import COCO_RESULTS_NAME, KAGGLE_CSV_NAME, coco_image_ids, output_names, renamed
+from sharp_fpn.predict.batch import (COCO_RESULTS_NAME, KAGGLE_CSV_NAME, coco_image_ids, cores, merge_shards, output_names,
+                                     parse_shard, renamed, shard_from_environment)
 from sharp_fpn.predict.predictor import DEFAULT_SCORE_THRESHOLD, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 from sharp_fpn.predict.pretrained import DEFAULT_MODEL, SHIPPED_MODELS
 
@@ -38,9 +48,24 @@ def scale_option(text: str):
     return value
 
 
+def shard_option(text: str):
+    """--shard: K/N with K from 0 to N-1 (argparse names the option in its error)."""
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def workers_option(text: str):
+    """--workers: 'auto' or a whole number from 1."""
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return text if text == "auto" else int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a whole number from 1")
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or globs (PNG/TIFF/JPEG; grey, RGB or RGBA; 8 or 16 bit)")
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE", help="image files, folders or globs (PNG/TIFF/JPEG; grey, RGB or RGBA; 8 or 16 bit)")
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--model", help=f"a model shipped with sharp_fpn, by name: {', '.join(SHIPPED_MODELS)} "
                        f"(default: {DEFAULT_MODEL}, unless --weights is given)")
@@ -58,6 +83,19 @@ def get_parser() -> argparse.ArgumentParser:
                         "mirror images (2-4 views; several times slower)")
     parser.add_argument("--scale", default="auto", type=scale_option,
                         help="file pixels to model input: 'auto' (the config's test-time scale rule) or a factor (default: %(default)s)")
+    parser.add_argument("--exact", action="store_true", help="the exact float32 path, as the model was evaluated, "
+                        "instead of the faster default")
+    parser.add_argument("--workers", default="auto", type=workers_option,
+                        help="processes predicting images side by side, each with its own model and cores/workers torch "
+                        "threads; 'auto': one per core when there is more than one image (on CPU); 1: one at a time "
+                        "(default: %(default)s)")
+    many = parser.add_argument_group("many machines (docs/many_machines.md)")
+    many.add_argument("--shard", type=shard_option, metavar="K/N",
+                      help="predict every N-th file of the input list from the K-th (K from 0 to N-1; default: RANK/"
+                      "WORLD_SIZE when both are set, as under torchrun, else every file); writes part files of "
+                      "coco_results.json and submission.csv for --merge")
+    many.add_argument("--merge", metavar="OUTPUT_DIR", help="instead of predicting: join the part files that the "
+                      "shards wrote into OUTPUT_DIR into coco_results.json and submission.csv, then delete the parts")
     formats = parser.add_argument_group("optional outputs (label TIFF and overlay PNG are always written)")
     formats.add_argument("--objects", action="store_true", help="<name>_objects.csv: output name, source file, label, score, area, centroid, bbox, mean intensity")
     formats.add_argument("--geojson", action="store_true", help="<name>.geojson for QuPath (File > Import objects)")
@@ -85,19 +123,45 @@ def default_config(weights: str) -> str:
     return str(beside)
 
 
-def build_predictor(args) -> NucleiPredictor:
-    """The shipped model (--model, or the default without --weights), or --weights/--config."""
+def predictor_factory(args):
+    """A picklable function that builds the predictor, so that each worker process builds its
+    own: the shipped model (--model, or the default without --weights), or --weights/--config."""
     options = dict(device=args.device, score_threshold=args.score_threshold, opts=args.opts, tile_size=args.tile_size,
                    tile_overlap=args.tile_overlap, scale=args.scale, tta=args.tta or None)
+    if args.exact:
+        options["exact"] = True
     if args.weights:
-        return NucleiPredictor(args.config or default_config(args.weights), args.weights, **options)
+        return functools.partial(NucleiPredictor, args.config or default_config(args.weights), args.weights, **options)
     if args.config:
         raise SetupError("--config goes with --weights; a shipped model brings its own config")
-    return NucleiPredictor.from_pretrained(args.model or DEFAULT_MODEL, **options)
+    return functools.partial(NucleiPredictor.from_pretrained, args.model or DEFAULT_MODEL, **options)
+
+
+def build_predictor(args) -> NucleiPredictor:
+    return predictor_factory(args)()
+
+
+def merge(output_dir: str) -> int:
+    try:
+        result = merge_shards(output_dir)
+    except SetupError as error:
+        tqdm.write(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"merged {result.shards} shard(s): {result.images} image(s), {result.objects} nuclei")
+    for path in result.written:
+        print(f"  {path}")
+    if result.failures:
+        print(f"{len(result.failures)} input(s) failed in the shards (their error lines name them)", file=sys.stderr)
+    return 1 if result.failures else 0
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.merge and args.inputs:
+        parser.error("--merge joins what the shards wrote; give it no images")
+    if not args.merge and not args.inputs:
+        parser.error("give the images to predict (files, folders or globs)")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # torch.fx's "is_fx_tracing" notice, raised inside Detectron2 at each start
         logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
@@ -105,6 +169,13 @@ def main(argv=None) -> int:
     def fail(message: str) -> None:
         tqdm.write(f"error: {message}", file=sys.stderr)
 
+    if args.merge:
+        return merge(args.merge)
+    try:
+        shard = args.shard or shard_from_environment()
+    except ValueError as error:
+        fail(f"RANK/WORLD_SIZE: {error}")
+        return 2
     files, problems = expand_inputs(args.inputs)
     for problem in problems:
         fail(problem)
@@ -112,7 +183,8 @@ def main(argv=None) -> int:
         return 1
     try:
         image_ids = coco_image_ids(files, args.coco_json) if args.coco_json else None
-        predictor = build_predictor(args)
+        make_predictor = predictor_factory(args)
+        predictor = make_predictor()  # here first: a problem with the model is one line before any worker starts
     except (SetupError, ValueError) as error:
         if args.verbose:
             traceback.print_exc()
@@ -123,8 +195,16 @@ def main(argv=None) -> int:
     else:
         formats = OutputFormats(args.objects, args.geojson, args.imagej, args.coco or bool(args.coco_json),
                                 args.kaggle, args.geojson_object_type)
+    mine = files if shard is None else files[shard[0]::shard[1]]
     for file, name in renamed(files, output_names(files)):
-        print(f"{file} -> {name}_* (another input is also named {file.stem})")
+        if file in mine:
+            print(f"{file} -> {name}_* (another input is also named {file.stem})")
+    workers = args.workers
+    if workers == "auto":
+        workers = cores() if len(mine) > 1 and predictor.cfg.MODEL.DEVICE == "cpu" else 1
+    if workers > 1 and len(mine) > 1:
+        del predictor  # each worker builds its own
+        predictor = make_predictor
 
     def on_error(path, error, message):
         if args.verbose:
@@ -135,10 +215,13 @@ def main(argv=None) -> int:
         predictor, files, args.output_dir, formats,
         progress=lambda items: tqdm(items, desc="images", unit="image", disable=args.no_progress),
         tile_progress=lambda tiles, name: tqdm(tiles, desc=name, unit="tile", leave=False, disable=args.no_progress),
-        on_error=on_error, image_ids=image_ids,
+        on_error=on_error, image_ids=image_ids, workers=workers, shard=shard,
     )
     output_dir = Path(args.output_dir)
-    print(f"{result.images} image(s), {result.objects} nuclei; {len(result.written)} files in {output_dir}/")
+    where = "" if shard is None else f"shard {shard[0]}/{shard[1]}: "
+    print(f"{where}{result.images} image(s), {result.objects} nuclei; {len(result.written)} files in {output_dir}/")
+    if shard is not None:
+        print(f"when all {shard[1]} shards are done: python tools/predict.py --merge {output_dir}")
     for path in result.written:
         if path.parent == output_dir and path.name in (COCO_RESULTS_NAME, KAGGLE_CSV_NAME):
             print(f"  {path}")

@@ -1,0 +1,54 @@
+"""tools/predict.py --workers: images predicted side by side in worker processes give the
+files of the one-at-a-time path, byte for byte and in the same order, and the same one-line
+failures."""
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint  # noqa: F401
+
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("predict_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(cli, capsys, *argv):
+    code = cli.main(["--no-progress"] + [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def files_of(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_workers_write_what_one_process_writes(cli, capsys, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in synthetic_images():
+        shutil.copy(path, inputs / path.name)
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    common = [inputs, "--weights", tiny_checkpoint() / "model_final.pth", "--all", "--score-threshold", "0", "--device", "cpu"]
+    serial = run(cli, capsys, *common, "--output-dir", tmp_path / "one", "--workers", "1")
+    parallel = run(cli, capsys, *common, "--output-dir", tmp_path / "many", "--workers", "2")
+    assert serial[0] == parallel[0] == 1  # the broken file
+    assert serial[2] == parallel[2] and serial[2].count("error: ") == 1 and "broken.png" in serial[2]
+    assert serial[1].replace(str(tmp_path / "one"), str(tmp_path / "many")) == parallel[1]
+    expected, found = files_of(tmp_path / "one"), files_of(tmp_path / "many")
+    assert len(expected) == 4 * 5 + 2 and list(found) == list(expected)  # 5 files per image, COCO JSON, Kaggle CSV
+    for name in expected:
+        assert found[name] == expected[name], name
+
+
+def test_workers_option(cli):
+    assert cli.get_parser().parse_args(["x.png"]).workers == "auto"
+    with pytest.raises(SystemExit):
+        cli.get_parser().parse_args(["x.png", "--workers", "0"])
