@@ -93,11 +93,14 @@ def resolve_config_path(name: str) -> Path:
 def get_sharp_cfg(config_file: str = None, opts: Sequence[str] = ()) -> CN:
     """Detectron2's defaults + sharp_fpn's keys (FPN necks and UNet family), merged with a yaml (path or shipped name) and
     ``KEY VALUE`` overrides; checked with :func:`check_config`. Not frozen."""
+    from detectron2.projects.point_rend import add_pointrend_config
+
     from .unet.config import add_unet_config
 
     cfg = get_cfg()
     add_sharp_fpn_config(cfg)
     add_unet_config(cfg)
+    add_pointrend_config(cfg)  # Detectron2's own PointRend keys, for the *_pointrend.yaml heads
     if config_file:
         cfg.merge_from_file(str(resolve_config_path(config_file)))
     cfg.merge_from_list(list(opts))
