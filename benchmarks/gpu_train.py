@@ -24,6 +24,7 @@ merges such files). --export NAME also writes NAME.pth (the state dict in float1
 as tools/export_model.py does. Without --output-dir's row the run failed; its log.txt says why.
 """
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -47,6 +48,31 @@ from sharp_fpn.predict.pretrained import export_model  # noqa: E402
 
 SAFETY = 0.95  # share of the time left at the plan that the planned iterations fill
 logger = logging.getLogger("sharp_fpn.gpu_train")
+
+
+def cuda_runtime():
+    """The CUDA runtime that torch loaded, through ctypes (None without one)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if "libcudart.so" in line:
+            return ctypes.CDLL(line.split()[-1])
+    return None
+
+
+def blocking_sync(runtime) -> None:
+    """Let this process sleep, not spin, while it waits for the GPU. CUDA spins by default when a
+    process holds fewer contexts than the host has cores, so eight training processes would keep
+    eight of the host's 16 cores busy waiting, cores that their data loaders need. The flag must
+    reach the device's context before its first allocation: set before and after torch's CUDA
+    start; :func:`device_flags` says afterwards whether it took."""
+    runtime.cudaSetDeviceFlags(4)  # cudaDeviceScheduleBlockingSync
+    torch.cuda.init()
+    runtime.cudaSetDeviceFlags(4)
+
+
+def device_flags(runtime) -> str:
+    flags = ctypes.c_uint()
+    runtime.cudaGetDeviceFlags(ctypes.byref(flags))
+    return hex(flags.value)  # 0x4 set: blocking sync; 0x1 or 0x0: spinning
 
 
 class TimeUp(Exception):
@@ -173,6 +199,9 @@ def train(args) -> dict:
     cfg = build_cfg(args)
     cfg.freeze()
     cuda = cfg.MODEL.DEVICE.startswith("cuda")
+    runtime = cuda_runtime() if cuda else None
+    if runtime:
+        blocking_sync(runtime)
     if cuda and args.memory_fraction:  # a run over its share fails alone, not its neighbours
         torch.cuda.set_per_process_memory_fraction(args.memory_fraction)
     setup_logging(str(out))
@@ -204,7 +233,7 @@ def train(args) -> dict:
                images=iterations * cfg.SOLVER.IMS_PER_BATCH, stopped_by=box.stopped_by, plan=box.plan,
                lr_steps=box.steps, train_seconds=round(train_seconds, 1),
                eval_seconds=round(time.perf_counter() - started, 1), peak_train_gib=train_peak,
-               peak_eval_gib=peak_gib(cuda),
+               peak_eval_gib=peak_gib(cuda), cuda_device_flags=device_flags(runtime) if runtime else None,
                params_M=round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 2))
     if args.export:
         final = cfg.clone()
