@@ -111,8 +111,10 @@ def main(argv=None):
 
     def plan_line(part):
         plan = plans[part]
-        return (f"Agreed length: {plan['iterations']} iterations, the smallest of the runs' fits {plan['fits']}."
-                if plan else "No agreed length (no run reached the plan).")
+        if not plan:
+            return "No agreed length (no run reached the plan)."
+        failed = f" Failed before the plan: {', '.join(plan['failed'])}." if plan.get("failed") else ""
+        return f"Agreed length: {plan['iterations']} iterations, the smallest of the runs' fits {plan['fits']}.{failed}"
 
     b_lines = [f"| {r['name']} | {r.get('export', '-')} | {r.get('export_mb', '-')} | `{r.get('export_sha256', '-')}` |"
                for r in b_rows]

@@ -97,9 +97,11 @@ def agree(plan_dir: Path, name: str, fit: int, runs: int, wait_s: float) -> dict
     while not plan.exists() and len(list(plan_dir.glob("*.fit.json"))) < runs and time.time() < end:
         time.sleep(0.2)
     if not plan.exists():
-        fits = {p.name[:-len(".fit.json")]: json.loads(p.read_text())["fit"] for p in plan_dir.glob("*.fit.json")}
+        entries = {p.name[:-len(".fit.json")]: json.loads(p.read_text()) for p in plan_dir.glob("*.fit.json")}
+        fits = {name: entry["fit"] for name, entry in entries.items()}
+        failed = sorted(name for name, entry in entries.items() if entry.get("failed"))
         draft = plan_dir / f"plan.json.{os.getpid()}.partial"
-        draft.write_text(json.dumps({"iterations": min(fits.values()), "fits": fits}))
+        draft.write_text(json.dumps({"iterations": min(fits.values()), "fits": fits, "failed": failed}))
         try:
             os.link(draft, plan)  # atomic, and fails if another run wrote the plan first
         except FileExistsError:

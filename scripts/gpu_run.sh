@@ -196,7 +196,7 @@ main() {
   record setup $SETUP_S "$(status_of $rc)" $t0
   if [[ $rc != 0 ]]; then tail -3 "$WORK/log/setup.log"; collect final; return 1; fi
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1   # many processes share the host's cores
-  sample_usage & local sampler=$!
+  sample_usage 2> /dev/null & local sampler=$!   # (its sleep must not hold the console open)
   local a=0 b=0
   wants a && { part_a & a=$!; }
   wants b && { part_b & b=$!; }

@@ -76,9 +76,21 @@ def test_runs_agree_on_the_smallest_fit_and_late_runs_adopt_it(tmp_path):
     time.sleep(0.3)  # b waits for a
     plans["a"] = gpu_train.agree(tmp_path, "a", 90, runs=2, wait_s=10)
     other.join()
-    assert plans["a"] == plans["b"] == {"iterations": 90, "fits": {"a": 90, "b": 120}}
+    assert plans["a"] == plans["b"] == {"iterations": 90, "fits": {"a": 90, "b": 120}, "failed": []}
     assert gpu_train.agree(tmp_path, "late", 10, runs=2, wait_s=10)["iterations"] == 90
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fit.json", "b.fit.json", "late.fit.json", "plan.json"]
+
+
+def test_a_run_that_fails_before_the_plan_holds_no_one_up(tmp_path):
+    argv = ["--name", "broken", "--config", "nuclei_R18_cpu.yaml", "--neck", "bogus", "--train-json", "t.json",
+            "--val-json", "v.json", "--output-dir", str(tmp_path / "run"), "--device", "cpu", "--deadline", "0",
+            "--plan-at", "0", "--plan-dir", str(tmp_path / "plan"), "--max-iter", "50"]
+    with pytest.raises(ValueError, match="bogus"):
+        gpu_train.main(argv)
+    started = time.time()
+    plan = gpu_train.agree(tmp_path / "plan", "ok", 30, runs=2, wait_s=10)
+    assert plan == {"iterations": 30, "fits": {"broken": 50, "ok": 30}, "failed": ["broken"]}
+    assert time.time() - started < 5
 
 
 def test_time_box_refits_the_learning_rate_to_the_plan():
