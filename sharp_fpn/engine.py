@@ -335,7 +335,8 @@ def launcher_ranks(environ=None):
         ranks = LauncherRanks(number("RANK"), number("WORLD_SIZE"), number("LOCAL_RANK", 0), number("LOCAL_WORLD_SIZE", 1))
         names = "RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE"
     elif "SLURM_PROCID" in env:
-        per_node = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", "1")
+        per_node = (env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_STEP_TASKS_PER_NODE")
+                    or env.get("SLURM_TASKS_PER_NODE", "1"))
         counts = {part.split("(")[0] for part in per_node.split(",")}  # "2(x3),1": 2 tasks on 3 nodes, then 1
         if len(counts) != 1:
             raise SetupError(f"--dist-url env://: SLURM tasks per node {per_node!r} are uneven; give every node "

@@ -211,12 +211,18 @@ def main(argv=None) -> int:
             tqdm.write("".join(traceback.format_exception(error)), file=sys.stderr)
         fail(message)
 
-    result = predict_files(
-        predictor, files, args.output_dir, formats,
-        progress=lambda items: tqdm(items, desc="images", unit="image", disable=args.no_progress),
-        tile_progress=lambda tiles, name: tqdm(tiles, desc=name, unit="tile", leave=False, disable=args.no_progress),
-        on_error=on_error, image_ids=image_ids, workers=workers, shard=shard,
-    )
+    try:
+        result = predict_files(
+            predictor, files, args.output_dir, formats,
+            progress=lambda items: tqdm(items, desc="images", unit="image", disable=args.no_progress),
+            tile_progress=lambda tiles, name: tqdm(tiles, desc=name, unit="tile", leave=False, disable=args.no_progress),
+            on_error=on_error, image_ids=image_ids, workers=workers, shard=shard,
+        )
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        fail(f"interrupted; the files in {args.output_dir} are complete, the batch-level ones not written")
+        return 130
     output_dir = Path(args.output_dir)
     where = "" if shard is None else f"shard {shard[0]}/{shard[1]}: "
     print(f"{where}{result.images} image(s), {result.objects} nuclei; {len(result.written)} files in {output_dir}/")

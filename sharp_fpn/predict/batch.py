@@ -389,7 +389,8 @@ def merge_shards(output_dir: str | Path) -> MergeResult:
         names = ", ".join(SHARD_MANIFEST.format(f"shard-{k}-of-{n}") for k in missing)
         listed = ", ".join(map(str, missing))
         which = f"shard {listed} of {n} has" if len(missing) == 1 else f"shards {listed} of {n} have"
-        raise SetupError(f"{output_dir}: {which} not finished (no {names}); run {'it' if len(missing) == 1 else 'them'}, then merge")
+        them = "it" if len(missing) == 1 else "them"
+        raise SetupError(f"{output_dir}: {which} not finished (no {names}); run {them}, then merge")
     result = MergeResult(shards=n)
     chunks = {"coco": [], "kaggle": []}  # (position, rows of one image)
     parts = []
