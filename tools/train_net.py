@@ -30,7 +30,7 @@ EXAMPLES = """examples:
   # 2 GPUs, or 2 CPU processes; continue after a crash or a kill
   python tools/train_net.py --config mask_rcnn_sharp_R50 --num-gpus 2
   python tools/train_net.py --config mask_rcnn_sharp_R50 --resume
-  # 2 machines, 1 process each: the same line on both, --machine-rank 0 on the one at HOST
+  # 2 machines, 1 process each: this line on machine 0 (at HOST), --machine-rank 1 on the other
   python tools/train_net.py --config mask_rcnn_sharp_R50 --num-machines 2 --machine-rank 0 --dist-url tcp://HOST:29500
   # processes started by torchrun or SLURM's srun (ranks from the environment; docs/many_machines.md)
   torchrun --nnodes 2 --nproc-per-node 4 --node-rank 0 --master-addr HOST tools/train_net.py --config ... --dist-url env://
@@ -40,10 +40,10 @@ EXAMPLES = """examples:
   python tools/train_net.py --config unet_sharp_ds.yaml DATASETS.DSB2018_SEMANTIC.ROOT STAGE_DIR
 
 The terminal shows the config, the model, the data, then progress at least once a minute;
-OUTPUT_DIR/log.txt holds every detail (log.txt.rankN for the other processes of a distributed
-run; only rank 0 prints, writes checkpoints and metrics). A mistake in the config, the data or the weights is one
-line and exit status 2; a training that diverges, or a distributed run that loses one of its
-processes, stops with one line and exit status 1."""
+OUTPUT_DIR/log.txt holds every detail. In a distributed run only rank 0 prints and writes
+checkpoints and metrics; the other processes log to log.txt.rankN. A mistake in the config, the
+data or the weights is one line and exit status 2; a training that diverges, or a distributed
+run that loses one of its processes, stops with one line and exit status 1."""
 
 
 def setup(args, cfg):
