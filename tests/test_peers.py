@@ -247,12 +247,16 @@ def test_holdout_split_inputs_and_outputs(tmp_path):
 def test_peer_command_lines(peer, tmp_path, capsys):
     args = peer.parse_args(["train", "train.json", "--budget-minutes", "80", "--model-dir", "m"])
     assert (args.command, args.train_json, args.budget_minutes, args.seed, args.threads) == ("train", "train.json", 80.0, 0, 0)
-    assert args.image_root is None and args.limit_images is None
+    assert args.image_root is None and args.limit_images is None and args.calibration_minutes == 0
+    args = peer.parse_args(["train", "t.json", "--budget-minutes", "80", "--calibration-minutes", "10", "--model-dir", "m"])
+    assert pc.fitting_deadline(args).remaining() == pytest.approx(70 * 60, abs=5)
     args = peer.parse_args(["predict", "a.png", "dir/", "--model-dir", "m", "--output-dir", "o", "--threads", "1"])
-    assert (args.inputs, args.coco_json, args.threads) == (["a.png", "dir/"], None, 1)
+    assert (args.inputs, args.coco_json, args.threads, args.verbose) == (["a.png", "dir/"], None, 1, False)
+    assert peer.parse_args(["predict", "--coco-json", "v.json", "--model-dir", "m", "--output-dir", "o", "--verbose"]).verbose
     for bad in (["train", "t.json", "--model-dir", "m"],  # no budget
                 ["train", "t.json", "--budget-minutes", "0", "--model-dir", "m"],
                 ["train", "t.json", "--budget-minutes", "1", "--model-dir", "m", "--limit-images", "0"],
+                ["train", "t.json", "--budget-minutes", "2", "--model-dir", "m", "--calibration-minutes", "2"],
                 ["predict", "--model-dir", "m", "--output-dir", "o"],  # no input
                 ["predict", "a.png", "--coco-json", "v.json", "--model-dir", "m", "--output-dir", "o"],
                 ["evaluate"]):

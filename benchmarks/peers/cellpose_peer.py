@@ -39,9 +39,11 @@ Changed, and why:
   (``stopped_by_budget`` in train_summary.json). Checkpoints: train_seg's own saves, about ten
   per run instead of every 100 epochs.
 - The size model sees 64 randomly drawn images per epoch (``--size-nimg-per-epoch``) instead of
-  all of them: its 10 epochs are 10 forward passes of the network at 512x512 per image, about
-  an hour for 480 images on two CPU cores, and 640 style vectors already over-determine its
-  linear regression (256 coefficients, L2-regularised). Its time is in train_summary.json.
+  all of them: its 10 epochs are 10 forward passes of the network at 512x512 per image, over
+  an hour for 480 images on two CPU cores by the pace of a smoke run (a second or more per
+  pass), while 640 style vectors already over-determine its linear regression (256
+  coefficients, L2-regularised). Its time is in train_summary.json; ``--calibration-minutes``
+  keeps room for it inside the budget.
 - Flows are computed once before fitting (train_seg would do the same at its start), so that
   the time they take is known before the epochs are fitted to the budget.
 - Objects get a score for COCO AP, which Cellpose does not give: the mean cell probability
@@ -108,10 +110,9 @@ def setup(threads: int, verbose: bool):
 
 
 def versions() -> dict:
-    import cellpose.version
-    import torch
+    from importlib.metadata import version
 
-    return {"cellpose": cellpose.version.version, "torch": torch.__version__, "numpy": np.__version__}
+    return {name: version(name) for name in ("cellpose", "torch", "numpy")}
 
 
 def model_input(image: np.ndarray, invert_bright: bool) -> np.ndarray:
@@ -153,7 +154,7 @@ def epochs_for(remaining_s: float, step_s: float, steps_per_epoch: int) -> int:
 
 
 def train(args):
-    deadline = pc.Deadline(args.budget_minutes)
+    deadline = pc.fitting_deadline(args)
     torch = setup(args.threads, args.verbose)
     from cellpose import dynamics, models, train as cp_train, transforms
 
@@ -211,6 +212,7 @@ def train(args):
     summary = {
         "peer": "cellpose", "versions": versions(), "threads": torch.get_num_threads(), **pc.machine(),
         "train_json": str(Path(args.train_json).resolve()), "budget_minutes": args.budget_minutes,
+        "calibration_minutes_kept": args.calibration_minutes,
         "images": {"train": len(images), "with_enough_nuclei": kept, "per_epoch": nimg_per_epoch},
         "settings": {"channels": CHANNELS, "diam_mean": DIAM_MEAN, "optimizer": args.optimizer, "learning_rate": learning_rate,
                      "batch_size": BATCH_SIZE, "weight_decay": 1e-5, "momentum": 0.9, "n_epochs": n_epochs,

@@ -311,6 +311,11 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def fitting_deadline(args: argparse.Namespace) -> "Deadline":
+    """The deadline of fitting: the budget less the minutes kept for calibration."""
+    return Deadline(args.budget_minutes - args.calibration_minutes)
+
+
 class Deadline:
     """A wall-clock budget that started when this object was made."""
 
@@ -348,7 +353,6 @@ def build_parser(description: str, peer: str) -> tuple[argparse.ArgumentParser, 
     """The parser of a peer script and its ``train`` and ``predict`` subparsers, with the options
     both peers share; each script adds its own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--verbose", action="store_true", help="show tracebacks and the peer's own logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,predict}")
 
     train = commands.add_parser("train", help=f"train {peer} from random weights on a converter's COCO JSON",
@@ -357,8 +361,11 @@ def build_parser(description: str, peer: str) -> tuple[argparse.ArgumentParser, 
     train.add_argument("train_json", help="the converter's train.json")
     train.add_argument("--image-root", help="folder its file_name are relative to (default: the one the converter recorded in it)")
     train.add_argument("--budget-minutes", type=positive_float, required=True,
-                       help="wall-clock minutes from the start of this command to the end of fitting; "
-                            "the calibration after fitting is timed apart (train_summary.json)")
+                       help="wall-clock minutes from the start of this command to the end of fitting, less "
+                            "--calibration-minutes; the calibration after fitting is timed in train_summary.json")
+    train.add_argument("--calibration-minutes", type=float, default=0.0,
+                       help="minutes of the budget kept for the calibration after fitting, so that the whole command "
+                            "fits in --budget-minutes (default 0: the budget is for fitting alone)")
     train.add_argument("--model-dir", required=True, help="output folder of the model (created; an existing model there is an error)")
     train.add_argument("--seed", type=int, default=0, help="seed of the held-back split and of the peer's random numbers (default 0)")
     train.add_argument("--limit-images", type=int, help="use only the JSON's first N images (smoke runs)")
@@ -374,6 +381,8 @@ def build_parser(description: str, peer: str) -> tuple[argparse.ArgumentParser, 
     predict.add_argument("--output-dir", required=True, help="where the label images go (created)")
     predict.add_argument("--limit", type=int, help="only the first N inputs (smoke runs)")
     predict.add_argument("--threads", type=int, default=0, help="CPU threads of the peer's framework; 0: all cores (default 0)")
+    for command in (train, predict):
+        command.add_argument("--verbose", action="store_true", help="show tracebacks and the peer's own logs")
     return parser, train, predict
 
 
@@ -381,6 +390,8 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     args = parser.parse_args(argv)
     if args.command == "predict" and bool(args.inputs) == bool(args.coco_json):
         parser.error("predict: give IMAGE inputs or --coco-json, not both and not neither")
+    if args.command == "train" and not 0 <= args.calibration_minutes < args.budget_minutes:
+        parser.error("train: --calibration-minutes must be >= 0 and less than --budget-minutes")
     for option in ("limit", "limit_images"):
         if getattr(args, option, None) is not None and getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1")

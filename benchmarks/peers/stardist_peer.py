@@ -86,12 +86,9 @@ def quiet(verbose: bool) -> None:
 
 
 def versions() -> dict:
-    import csbdeep
-    import stardist
-    import tensorflow as tf
+    from importlib.metadata import version
 
-    return {"stardist": stardist.__version__, "csbdeep": csbdeep.__version__, "tensorflow": tf.__version__,
-            "numpy": np.__version__}
+    return {name: version(name) for name in ("stardist", "csbdeep", "tensorflow-cpu", "numpy")}
 
 
 def normalized(image: np.ndarray) -> np.ndarray:
@@ -151,7 +148,7 @@ def deadline_callback(deadline: pc.Deadline):
 
 
 def train(args):
-    deadline = pc.Deadline(args.budget_minutes)
+    deadline = pc.fitting_deadline(args)
     quiet(args.verbose)
     set_threads(args.threads)
     from stardist import fill_label_holes
@@ -192,6 +189,7 @@ def train(args):
     summary = {
         "peer": "stardist", "versions": versions(), "threads": args.threads or os.cpu_count(), **pc.machine(),
         "train_json": str(Path(args.train_json).resolve()), "budget_minutes": args.budget_minutes,
+        "calibration_minutes_kept": args.calibration_minutes,
         "images": {"train": len(train_idx), "held_back": len(held_idx),
                    "held_back_ids": [samples[i].image_id for i in held_idx]},
         "config": {"n_rays": N_RAYS, "grid": list(GRID), "n_channel_in": 3, "train_patch_size": list(patch),
