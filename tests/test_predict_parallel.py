@@ -1,6 +1,6 @@
 """tools/predict.py --workers: images predicted side by side in worker processes give the
 files of the one-at-a-time path, byte for byte and in the same order, and the same one-line
-failures."""
+failures. Also --exact, which asks every worker's predictor for the float32 path."""
 import importlib.util
 import shutil
 from pathlib import Path
@@ -52,3 +52,13 @@ def test_workers_option(cli):
     assert cli.get_parser().parse_args(["x.png"]).workers == "auto"
     with pytest.raises(SystemExit):
         cli.get_parser().parse_args(["x.png", "--workers", "0"])
+
+
+def test_exact_reaches_the_predictor(cli, capsys, tmp_path):
+    image = synthetic_images()[0]
+    argv = [image, "--weights", tiny_checkpoint() / "model_final.pth", "--device", "cpu", "--output-dir", tmp_path]
+    make = cli.predictor_factory(cli.get_parser().parse_args([str(a) for a in argv] + ["--exact"]))
+    assert make.keywords["exact"] is True and make().precision == "float32"
+    assert "exact" not in cli.predictor_factory(cli.get_parser().parse_args([str(a) for a in argv])).keywords
+    code, out, err = run(cli, capsys, *argv, "--exact")
+    assert code == 0 and err == "" and (tmp_path / f"{image.stem}_labels.tif").is_file()
