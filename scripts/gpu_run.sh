@@ -107,9 +107,7 @@ setup() {   # wheels, data (the 480/120 split and the shipped model's), the mach
   if [[ $TINY == 1 && -z ${GPU_DATA:-} ]]; then   # the dry run packs synthetic nuclei the same way
     BUNDLE=$WORK/bundle
     step "packing synthetic data" "$PY" benchmarks/gpu_data.py synthetic --bundle "$BUNDLE" || return 1
-  fi
-  if [[ $TINY == 1 && -z ${GPU_DATA:-} ]]; then   # synthetic ids: hold out the first image
-    HOLDOUT_IDS=$WORK/holdout_ids.txt
+    HOLDOUT_IDS=$WORK/holdout_ids.txt   # and holds out its first image
     ls "$BUNDLE/images" | head -1 | sed 's/\.webp$//' > "$HOLDOUT_IDS"
   fi
   step "unpacking $BUNDLE" "$PY" benchmarks/gpu_data.py unpack --bundle "$BUNDLE" --out "$DATA" \
