@@ -357,3 +357,47 @@ def write_outputs(output_dir: str, stem: str, payload: Dict[str, object], markdo
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+class StageTimer:
+    """Exclusive wall seconds per named stage of a pipeline, by wrapping callables in place.
+
+    ``wrap(owner, attribute, stage)`` replaces ``owner.attribute`` (a module function, a class
+    method or a bound method of one object) with a timed copy; a stage called inside another is
+    subtracted from the outer one, so the stages add up to the wall time of the outermost call.
+    ``restore()`` puts the originals back. For benchmarks only: it changes what it times."""
+
+    def __init__(self):
+        self.seconds: Dict[str, float] = {}
+        self.calls: Dict[str, int] = {}
+        self._stack: List[List[float]] = []
+        self._patched: List[Tuple[object, str, object]] = []
+
+    def wrap(self, owner, attribute: str, stage: str) -> None:
+        original = getattr(owner, attribute)
+        timer = self
+
+        def timed(*args, **kwargs):
+            timer._stack.append([0.0])
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - started
+                inner = timer._stack.pop()[0]
+                timer.seconds[stage] = timer.seconds.get(stage, 0.0) + elapsed - inner
+                timer.calls[stage] = timer.calls.get(stage, 0) + 1
+                if timer._stack:
+                    timer._stack[-1][0] += elapsed
+
+        had_own = isinstance(owner, type) or attribute in getattr(owner, "__dict__", {})
+        self._patched.append((owner, attribute, original if had_own else None))
+        setattr(owner, attribute, timed)
+
+    def restore(self) -> None:
+        for owner, attribute, original in reversed(self._patched):
+            if original is None:
+                delattr(owner, attribute)  # an instance's bound method: the class's comes back
+            else:
+                setattr(owner, attribute, original)
+        self._patched.clear()
