@@ -12,21 +12,35 @@ from test_predict import check_labels, one_torch_thread, synthetic_images, tiny_
 
 from sharp_fpn.data.image_io import read_image
 from sharp_fpn.predict import Detections, Window, detect_tiled, paint_labels, tile_windows
-from sharp_fpn.predict.tiling import core_bounds, tile_starts
+from sharp_fpn.predict.tiling import core_bounds, tile_grid
+
+AXES = [(100, 100, 20), (101, 100, 20), (4096, 1024, 128), (2048, 1024, 128), (2784, 1400, 128), (130, 64, 32),
+        (1000, 256, 0), (999, 256, 7)]
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(100, 100, 20), (101, 100, 20), (4096, 1024, 128), (130, 64, 32), (1000, 256, 0)])
-def test_tiles_cover_the_axis_with_at_least_the_overlap(length, tile, overlap):
-    starts = tile_starts(length, tile, overlap)
-    size = min(tile, length)
-    assert starts[0] == 0 and starts[-1] + size == length
+@pytest.mark.parametrize("length,tile_size,overlap", AXES)
+def test_tiles_cover_the_axis_with_at_least_the_overlap(length, tile_size, overlap):
+    tile, starts = tile_grid(length, tile_size, overlap)
+    assert tile <= tile_size and starts[0] == 0 and starts[-1] + tile == length
     assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # overlap >= asked
     assert all(b > a for a, b in zip(starts, starts[1:]))
 
 
+@pytest.mark.parametrize("length,tile_size,overlap", AXES)
+def test_the_fewest_tiles_and_no_more_overlap_than_they_force(length, tile_size, overlap):
+    tile, starts = tile_grid(length, tile_size, overlap)
+    fewer = len(starts) - 1
+    assert fewer == 0 or fewer * tile_size - (fewer - 1) * overlap < length  # one tile less cannot cover it
+    assert len(starts) * tile - (len(starts) - 1) * overlap < length + len(starts)  # the tile is as short as can be
+
+
+def test_a_side_of_twice_the_tile_takes_three_short_tiles():
+    assert tile_grid(2048, 1024, 128) == (768, [0, 640, 1280])
+
+
 @pytest.mark.parametrize("length,tile,overlap", [(130, 64, 32), (4096, 1024, 128), (300, 100, 10)])
 def test_cores_partition_the_axis_and_sit_inside_their_tile(length, tile, overlap):
-    starts = tile_starts(length, tile, overlap)
+    tile, starts = tile_grid(length, tile, overlap)
     cores = core_bounds(starts, tile)
     points = np.arange(0, length, 0.25)
     owners = sum(((points >= low) & (points < high)).astype(int) for low, high in cores)

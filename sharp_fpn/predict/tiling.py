@@ -1,7 +1,9 @@
 """Tiled inference for images larger than one pass, and the rule that merges the tiles.
 
-Tiles are ``tile_size`` square (smaller only where the image is), overlap by at least
-``overlap`` pixels, and the last tile of a row or column is aligned with the image's edge.
+Along each axis the image is cut into the fewest tiles of at most ``tile_size`` pixels that
+overlap by at least ``overlap``, all of one length, spread evenly from edge to edge: so the
+overlap is no larger than the tile count forces (a 2,048 px side in tiles of at most 1,024 with
+128 overlap takes three 768 px tiles, not three of 1,024 overlapping by up to 512).
 
 Merging rule ("most central tile"): along each axis the image is cut in the middle of every
 overlap, which splits it into one *core* per tile. A detection is kept only from the tile whose
@@ -13,6 +15,7 @@ are resolved later, by score, as for a single pass.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -78,13 +81,16 @@ class Window:
         return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
 
 
-def tile_starts(length: int, tile_size: int, overlap: int) -> list[int]:
-    """Start of each tile along one axis: every ``tile_size - overlap`` pixels, the last one
-    aligned with the end (so consecutive tiles overlap by ``overlap`` pixels or more)."""
+def tile_grid(length: int, tile_size: int, overlap: int) -> tuple[int, list[int]]:
+    """(tile length, start of each tile) along one axis: the fewest tiles of at most
+    ``tile_size`` that overlap by ``overlap`` or more, of equal length, the first at 0 and the
+    last ending at ``length``, the others spread evenly between them."""
     if length <= tile_size:
-        return [0]
-    stride = tile_size - overlap
-    return list(range(0, length - tile_size, stride)) + [length - tile_size]
+        return length, [0]
+    count = math.ceil((length - overlap) / (tile_size - overlap))
+    tile = math.ceil((length + (count - 1) * overlap) / count)  # <= tile_size, by the count
+    step = (length - tile) / (count - 1)  # <= tile - overlap
+    return tile, [round(i * step) for i in range(count)]
 
 
 def core_bounds(starts: Sequence[int], tile_length: int) -> list[tuple[float, float]]:
@@ -102,8 +108,7 @@ def tile_windows(height: int, width: int, tile_size: int, overlap: int) -> list[
     Row-major order. One window covering the image if it fits in ``tile_size``.
     """
     check_tiling(tile_size, overlap)
-    tile_h, tile_w = min(tile_size, height), min(tile_size, width)
-    ys, xs = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
+    (tile_h, ys), (tile_w, xs) = tile_grid(height, tile_size, overlap), tile_grid(width, tile_size, overlap)
     y_cores, x_cores = core_bounds(ys, tile_h), core_bounds(xs, tile_w)
     return [
         (Window(y, x, tile_h, tile_w), (*x_core, *y_core))
