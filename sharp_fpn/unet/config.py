@@ -19,9 +19,9 @@ def add_unet_config(cfg) -> None:
     # Norm of the VGG16 / R101 encoder: "BN", "FrozenBN", "GN" or "" (none: torchvision's
     # vgg16-*.pth; vgg16_bn-*.pth and resnet101-*.pth need BN or FrozenBN).
     cfg.MODEL.UNET.ENCODER_NORM = "BN"
-    # A local torchvision ImageNet file for the VGG16 / R101 encoder (vgg16-*.pth,
-    # vgg16_bn-*.pth, resnet101-*.pth), loaded when the model is built; "" starts from random
-    # weights. Nothing is downloaded. MODEL.WEIGHTS stays for whole-model checkpoints.
+    # A torchvision ImageNet file for the VGG16 / R101 encoder (vgg16-*.pth, vgg16_bn-*.pth,
+    # resnet101-*.pth), a local path or a URL fetched once into Detectron2's cache, loaded when
+    # the model is built; "" starts from random weights. MODEL.WEIGHTS stays for whole-model checkpoints.
     cfg.MODEL.UNET.ENCODER_WEIGHTS = ""
     # Channels of the full-scale branch conv ("f" inside Eq. 1's full-scale term, one per source
     # node); 0 concatenates the resampled source unchanged ("raw concat"); -1: the paper's form

@@ -45,8 +45,8 @@ def build_unet(
     ``filters`` sets the widths and, by its length, the number of rows (default: the paper's).
     ``branch_channels`` None picks the paper's form (see ``default_branch_channels``).
     ``encoder`` "VGG16" or "R101" puts an ImageNet encoder under the decoder (Table 2, upper
-    part; ``filters`` then sets the decoder only); ``encoder_weights`` is a local torchvision
-    ImageNet file to start it from (nothing is downloaded).
+    part; ``filters`` then sets the decoder only); ``encoder_weights`` is a torchvision
+    ImageNet file to start it from (a local path, or a URL fetched once into Detectron2's cache).
     """
     key = str(name).strip().lower()
     if key in PAPER_MODELS:
