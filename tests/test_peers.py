@@ -302,6 +302,10 @@ def test_peer_helpers_without_peers():
     # Cellpose: epochs fitted to a budget, and scores from the cell-probability logits.
     assert cellpose_peer.epochs_for(600.0, 2.0, 10) == 29
     assert cellpose_peer.epochs_for(1.0, 2.0, 10) == 1
+    # About 250 epochs of whole batches: 80 minutes of 18 s batches are one batch an epoch.
+    assert cellpose_peer.images_per_epoch(4800.0, 18.0) == 8
+    assert cellpose_peer.images_per_epoch(4800.0, 1.0) == 8 * 19
+    assert cellpose_peer.images_per_epoch(10.0, 18.0) == 8
     cellprob = np.array([[0.0, 100.0], [-100.0, 0.0]])
     scores = cellpose_peer.object_scores(np.array([[1, 1], [2, 0]]), cellprob)
     assert scores[1] == pytest.approx(0.75) and scores[2] == pytest.approx(0.0)

@@ -12,9 +12,10 @@ CPU build of PyTorch). What Cellpose documents is followed where it gives a valu
 
 - Training is ``cellpose.train.train_seg`` with the settings of Cellpose's own training command
   (``python -m cellpose --train``): SGD, learning rate 0.2, momentum 0.9, weight decay 1e-5,
-  batch size 8, 224x224 crops, ``min_train_masks`` 5, all training images in every epoch, and
-  train_seg's learning-rate schedule (10 warm-up epochs, then constant; halvings over the last
-  epochs of runs over 100 epochs). From random weights (``pretrained_model=False``).
+  batch size 8, 224x224 crops, ``min_train_masks`` 5, and train_seg's learning-rate schedule
+  (a linear warm-up over 10 epochs, then constant, then ten halvings over the last 50 epochs of
+  runs over 100 epochs, or the last 100 of runs over 300). From random weights
+  (``pretrained_model=False``).
 - Channels ``[0, 0]``: one grey channel, the mean of R, G and B, as Cellpose does for nuclei in
   any RGB image; every image is read as RGB (alpha dropped), so all image kinds are trained on.
 - Normalisation is Cellpose's own (``normalize=True``: 1st-99th percentile per image). Flow
@@ -30,11 +31,17 @@ CPU build of PyTorch). What Cellpose documents is followed where it gives a valu
 
 Changed, and why:
 
-- Epochs: Cellpose's command line trains 500 epochs; here the number of epochs is fitted to the
-  wall-clock budget so that every tool gets the same minutes and train_seg's own schedule
-  (warm-up, and its final halvings when there are over 100 epochs) fits inside it. The seconds
-  per batch are measured on a throwaway copy of the network for a few batches, and the epochs
-  that fit in what is left of the budget are trained. Should an epoch run slower than measured,
+- Epochs: Cellpose's command line trains 500 epochs of all training images; here the run is
+  fitted to the wall-clock budget so that every tool gets the same minutes and train_seg's own
+  schedule fits inside it. On a CPU a batch takes many seconds (about 18 s for 8 crops on two
+  loaded cores in a smoke run), so 80 minutes hold a few hundred batches: a few epochs of all
+  480 images, which would end inside the 10-epoch warm-up, at a fraction of the learning rate.
+  So an epoch is made of as many images as cut the budget into about 250 epochs (at least one
+  batch, at most all images; ``--nimg-per-epoch`` sets it), drawn at random each epoch as
+  train_seg does whenever an epoch is not all images; the schedule then has the proportions of
+  Cellpose's 500-epoch default: warm-up, a long constant stretch, halvings over the end. The
+  seconds per batch are measured on a throwaway copy of the network for a few batches, and the
+  epochs that fit in what is left of the budget are trained. Should an epoch run slower than measured,
   training stops at the deadline all the same and the network is saved as it is
   (``stopped_by_budget`` in train_summary.json). Checkpoints: train_seg's own saves, about ten
   per run instead of every 100 epochs.
@@ -79,8 +86,9 @@ MIN_TRAIN_MASKS = 5
 OPTIMISERS = {"sgd": (True, 0.2), "adamw": (False, 0.005)}  # Cellpose's CLI default, train_seg's default
 MODEL_NAME = "cellpose_model"
 MODEL_MARKER = "models/" + MODEL_NAME
-PROBE_STEPS = 4  # batches timed on a throwaway copy of the network (the first is a warm-up)
+PROBE_STEPS = 3  # batches timed on a throwaway copy of the network (the first is a warm-up)
 BUDGET_MARGIN = 0.97  # share of the remaining budget given to the fitted epochs
+TARGET_EPOCHS = 250  # epochs the budget is cut into unless --nimg-per-epoch is given; see the module doc
 SIZE_NIMG_PER_EPOCH = 64  # images per epoch of the size model (Cellpose: all); see the module doc
 
 
@@ -91,7 +99,8 @@ def parse_args(argv=None):
                             "(default sgd)")
     train.add_argument("--learning-rate", type=pc.positive_float, help="override the optimiser's default learning rate")
     train.add_argument("--nimg-per-epoch", type=int,
-                       help="images per epoch (default: all, Cellpose's default); fewer gives more, shorter epochs")
+                       help=f"images per epoch (default: as many as cut the budget into about {TARGET_EPOCHS} epochs, "
+                            "at most all images, Cellpose's default; see the module doc)")
     train.add_argument("--size-nimg-per-epoch", type=int, default=SIZE_NIMG_PER_EPOCH,
                        help="images per epoch of the size model's 10 epochs; 0: all, Cellpose's default "
                             f"(default {SIZE_NIMG_PER_EPOCH}: see the module doc)")
@@ -147,6 +156,13 @@ class BatchClock:
         return False
 
 
+def images_per_epoch(remaining_s: float, step_s: float, target_epochs: int = TARGET_EPOCHS) -> int:
+    """Images per epoch (whole batches, at least one) that cut the batches fitting in
+    ``remaining_s`` into about ``target_epochs`` epochs."""
+    batches = remaining_s * BUDGET_MARGIN / max(step_s, 1e-9)
+    return BATCH_SIZE * max(1, int(round(batches / target_epochs)))
+
+
 def epochs_for(remaining_s: float, step_s: float, steps_per_epoch: int) -> int:
     """Epochs of ``steps_per_epoch`` batches of ``step_s`` seconds that fit in the share
     BUDGET_MARGIN of ``remaining_s`` (at least 1)."""
@@ -172,8 +188,6 @@ def train(args):
     flows = dynamics.labels_to_flows([s.labels for s in samples], device=model.device)
     flows_s = time.monotonic() - started
     kept = sum(int(f[0].max()) >= MIN_TRAIN_MASKS for f in flows)
-    nimg_per_epoch = args.nimg_per_epoch or kept
-    steps_per_epoch = -(-nimg_per_epoch // BATCH_SIZE)
     options = dict(channels=CHANNELS, channel_axis=2, normalize=True, batch_size=BATCH_SIZE, SGD=sgd,
                    learning_rate=learning_rate, weight_decay=1e-5, momentum=0.9, min_train_masks=MIN_TRAIN_MASKS)
 
@@ -184,6 +198,8 @@ def train(args):
                            nimg_per_epoch=PROBE_STEPS * BATCH_SIZE, save_path=scratch, model_name="probe",
                            **{**options, "min_train_masks": 0})
         step_s = float(np.median(np.diff(clock.times)[1:]))  # the first batch is a warm-up
+    nimg_per_epoch = min(kept, args.nimg_per_epoch or images_per_epoch(deadline.remaining(), step_s))
+    steps_per_epoch = -(-nimg_per_epoch // BATCH_SIZE)
     n_epochs = epochs_for(deadline.remaining(), step_s, steps_per_epoch)
     save_every = max(1, min(100, n_epochs // 10))
     pc.log(f"Cellpose: {kept} of {len(images)} images with >= {MIN_TRAIN_MASKS} nuclei, {nimg_per_epoch} per epoch "
@@ -193,7 +209,7 @@ def train(args):
     fit_started = time.monotonic()
     with BatchClock(cp_train.transforms, deadline) as clock:
         try:
-            model_path = cp_train.train_seg(model.net, images, flows, n_epochs=n_epochs, nimg_per_epoch=args.nimg_per_epoch,
+            model_path = cp_train.train_seg(model.net, images, flows, n_epochs=n_epochs, nimg_per_epoch=nimg_per_epoch,
                                             save_path=str(model_dir), save_every=save_every, model_name=MODEL_NAME,
                                             **options)[0]
         except BudgetReached:
