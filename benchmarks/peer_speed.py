@@ -72,7 +72,7 @@ def run_peer(peer: str, model_dir: str, args, labels_dir: Path) -> dict:
 
 def run_sharp_fpn(args, files, labels_dir: Path) -> dict:
     """NucleiPredictor on the same images, timed as the peers time themselves."""
-    from sharp_fpn.predict.writers import write_label_tiff
+    from sharp_fpn.predict.writers import write_label_tiff, write_objects_csv
 
     common.set_threads(args.threads)
     options = dict(device="cpu", score_threshold=args.score_threshold)
@@ -92,6 +92,7 @@ def run_sharp_fpn(args, files, labels_dir: Path) -> dict:
         prediction = predictor.predict(array)
         timings.add(file.stem, array.shape, time.perf_counter() - started, prediction.num_objects)
         write_label_tiff(labels_dir / f"{file.stem}{peer_common.LABELS_SUFFIX}", prediction.labels)
+        write_objects_csv(labels_dir / f"{file.stem}{peer_common.OBJECTS_SUFFIX}", prediction.table, file.stem, str(file))
     return timings.payload()
 
 
