@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import random
 import sys
 import tempfile
@@ -172,7 +171,7 @@ def epochs_for(remaining_s: float, step_s: float, steps_per_epoch: int) -> int:
 def train(args):
     deadline = pc.fitting_deadline(args)
     torch = setup(args.threads, args.verbose)
-    from cellpose import dynamics, models, train as cp_train, transforms
+    from cellpose import dynamics, models, train as cp_train
 
     model_dir = pc.fresh_model_dir(args.model_dir, MODEL_MARKER)
     random.seed(args.seed)
