@@ -32,7 +32,7 @@ from ..modeling.tta import with_test_time_flips
 from .labels import object_table, paint_labels
 from .tiling import Detections, Window, check_tiling, detect_tiled
 
-DEFAULT_TILE_SIZE = 1024
+DEFAULT_TILE_SIZE = 1400  # one pass for the x2 model input of a 520x696 image (1040x1392); RESULTS.md#how-fast-is-prediction
 DEFAULT_TILE_OVERLAP = 128
 DEFAULT_SCORE_THRESHOLD = 0.5
 
