@@ -53,7 +53,8 @@ def test_export_writes_the_fp16_model_state_and_its_config(exported):
 
 def test_from_pretrained_loads_float32_and_predicts_like_the_original(exported):
     _, model = exported
-    shipped = NucleiPredictor.from_pretrained(model, device="cpu", score_threshold=0.0)
+    # exact: this checks the float16 file, not the faster bfloat16 path (test_predict_precision.py)
+    shipped = NucleiPredictor.from_pretrained(model, device="cpu", score_threshold=0.0, exact=True)
     assert shipped.model_name == "tiny" and shipped.weights == str(model.weights_path)
     original = torch.load(tiny_checkpoint() / "model_final.pth", map_location="cpu", weights_only=True)["model"]
     for key, value in shipped.model.state_dict().items():
@@ -61,7 +62,7 @@ def test_from_pretrained_loads_float32_and_predicts_like_the_original(exported):
             assert value.dtype == torch.float32
             assert torch.equal(value, original[key].half().float()), key
     for image in synthetic_images()[:2]:
-        a, b = shipped.predict(image), tiny_predictor().predict(image)
+        a, b = shipped.predict(image), tiny_predictor(exact=True).predict(image)
         assert a.num_objects == b.num_objects > 0
         assert ((a.labels > 0) == (b.labels > 0)).mean() > 0.99
 

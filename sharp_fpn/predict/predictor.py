@@ -47,18 +47,21 @@ def cpu_has_native_bfloat16() -> bool:
     return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
 
 
-def bfloat16_features(forward):
-    """A backbone's ``forward`` run under CPU bfloat16 autocast, its feature maps handed on in
-    float32: the backbone and neck, most of the time, go at bfloat16 speed, while the RPN and
-    the box and mask heads, which decide which objects pass the score threshold, stay exact."""
+def bfloat16_features(backbone: torch.nn.Module) -> None:
+    """Run ``backbone`` under CPU bfloat16 autocast in channels-last layout (the one oneDNN's
+    bfloat16 convolutions are fastest in), its feature maps handed on in float32 and the usual
+    layout: the backbone and neck, most of the time, go at bfloat16 speed, while the RPN and the
+    box and mask heads, which decide which objects pass the score threshold, stay exact."""
+    backbone.to(memory_format=torch.channels_last)
+    forward = backbone.forward
 
     @functools.wraps(forward)
-    def run(*args, **kwargs):
+    def run(image: torch.Tensor):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            features = forward(*args, **kwargs)
-        return {name: feature.float() for name, feature in features.items()}
+            features = forward(image.contiguous(memory_format=torch.channels_last))
+        return {name: feature.float().contiguous() for name, feature in features.items()}
 
-    return run
+    backbone.forward = run
 
 
 class SetupError(RuntimeError):
@@ -277,7 +280,7 @@ class NucleiPredictor:
         self.model.eval()
         self.precision = "float32"
         if not exact and self.cfg.MODEL.DEVICE == "cpu" and cpu_has_native_bfloat16():
-            self.model.backbone.forward = bfloat16_features(self.model.backbone.forward)
+            bfloat16_features(self.model.backbone)
             self.precision = "bfloat16 backbone"
         self.inference_model = with_test_time_flips(self.cfg, self.model)  # the model, or it over flips
         self.weights = "the given state dict" if isinstance(weights, Mapping) else str(weights)
