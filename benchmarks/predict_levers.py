@@ -19,7 +19,6 @@ predict_levers.json and .md; each lever's scores are a RUN_DIR for benchmarks/by
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -66,8 +65,8 @@ def run_predict(tree: Path, images, out: Path, flags: str) -> dict:
     wall = time.perf_counter() - started
     if status:
         raise SystemExit(f"error: {' '.join(cmd)} failed:\n{output[-2000:]}")
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # workers the run started
-    return {"wall_s": wall, "peak_rss_mib": max(usage.ru_maxrss, children) / 1024, "output": output.strip()[-500:]}
+    # wait4's usage is this run's own: the largest of its process and the workers it waited for
+    return {"wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "output": output.strip()[-500:]}
 
 
 def score(out: Path, args) -> dict:
