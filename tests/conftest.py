@@ -1,6 +1,8 @@
 """Shared test helpers: tiny Detectron2 configs and real training inputs."""
+import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,3 +67,12 @@ def nuclei_batch(n_images: int = 2, size: int = 64, seed: int = 0):
 @pytest.fixture
 def batch():
     return nuclei_batch()
+
+
+@pytest.fixture(scope="session")
+def predict_cli():
+    """tools/predict.py as a module, so that tests call its ``main(argv)`` in-process."""
+    spec = importlib.util.spec_from_file_location("predict_tool", Path(__file__).resolve().parent.parent / "tools" / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

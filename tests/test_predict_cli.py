@@ -1,8 +1,6 @@
 """tools/predict.py end to end, in-process: outputs, bad inputs, setup errors, exit codes."""
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,16 +10,7 @@ from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint  # 
 from sharp_fpn.modeling.tta import FlipTTA
 from sharp_fpn.predict import NucleiPredictor
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def cli():
-    spec = importlib.util.spec_from_file_location("predict_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -36,16 +25,16 @@ def inputs(tmp_path):
     return folder
 
 
-def run(cli, capsys, *argv):
-    code = cli.main(["--no-progress"] + [str(a) for a in argv])
+def run(predict_cli, capsys, *argv):
+    code = predict_cli.main(["--no-progress"] + [str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_batch_goes_on_past_bad_files_and_writes_every_format(cli, capsys, inputs, tmp_path):
+def test_batch_goes_on_past_bad_files_and_writes_every_format(predict_cli, capsys, inputs, tmp_path):
     out_dir = tmp_path / "out"
     weights = tiny_checkpoint() / "model_final.pth"
-    code, out, err = run(cli, capsys, inputs, tmp_path / "missing.png", str(tmp_path / "none*.tif"),
+    code, out, err = run(predict_cli, capsys, inputs, tmp_path / "missing.png", str(tmp_path / "none*.tif"),
                          "--weights", weights, "--output-dir", out_dir, "--all", "--score-threshold", "0", "--device", "cpu")
     assert code == 1
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
@@ -64,9 +53,9 @@ def test_batch_goes_on_past_bad_files_and_writes_every_format(cli, capsys, input
     assert f"4 image(s), {total} nuclei" in out and str(out_dir / "coco_results.json") in out
 
 
-def test_no_detections_give_empty_outputs(cli, capsys, tmp_path):
+def test_no_detections_give_empty_outputs(predict_cli, capsys, tmp_path):
     image = synthetic_images()[3]
-    code, _, err = run(cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth",
+    code, _, err = run(predict_cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth",
                        "--config", tiny_checkpoint() / "config.yaml", "--output-dir", tmp_path,
                        "--score-threshold", "1.0", "--objects", "--geojson", "--kaggle", "--device", "cpu")
     assert code == 0 and err == ""
@@ -79,7 +68,7 @@ def test_no_detections_give_empty_outputs(cli, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["missing weights", "other architecture", "no config"])
-def test_setup_errors_are_one_line_with_exit_code_2(cli, capsys, tmp_path, problem):
+def test_setup_errors_are_one_line_with_exit_code_2(predict_cli, capsys, tmp_path, problem):
     weights = tiny_checkpoint() / "model_final.pth"
     argv = [synthetic_images()[0], "--output-dir", tmp_path / "out", "--device", "cpu"]
     if problem == "missing weights":
@@ -90,22 +79,22 @@ def test_setup_errors_are_one_line_with_exit_code_2(cli, capsys, tmp_path, probl
         lone = tmp_path / "lone.pth"
         shutil.copy(weights, lone)
         argv += ["--weights", lone]
-    code, out, err = run(cli, capsys, *argv)
+    code, out, err = run(predict_cli, capsys, *argv)
     assert code == 2 and out == "" and not (tmp_path / "out").exists()
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
     assert ("model_final.pth" in err or "lone.pth" in err)
 
 
-def test_opts_override_the_config(cli, capsys, tmp_path):
+def test_opts_override_the_config(predict_cli, capsys, tmp_path):
     image = synthetic_images()[0]
-    code, _, _ = run(cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
+    code, _, _ = run(predict_cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
                      "--score-threshold", "0", "--device", "cpu", "--opts", "TEST.DETECTIONS_PER_IMAGE", "2")
     assert code == 0 and tifffile.imread(tmp_path / f"{image.stem}_labels.tif").max() <= 2
 
 
-def test_tta_flag_predicts_through_test_time_flips(cli, capsys, tmp_path):
+def test_tta_flag_predicts_through_test_time_flips(predict_cli, capsys, tmp_path):
     image = synthetic_images()[1]
-    code, _, _ = run(cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
+    code, _, _ = run(predict_cli, capsys, image, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
                      "--score-threshold", "0", "--device", "cpu", "--tta")
     folder = tiny_checkpoint()
     flipped = NucleiPredictor(folder / "config.yaml", folder / "model_final.pth", device="cpu", score_threshold=0.0, tta=True)
@@ -149,35 +138,35 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("by_name", [True, False], ids=["--model", "default"])
-def test_shipped_model_predicts_without_weights(cli, capsys, tmp_path, monkeypatch, tiny_shipped, by_name):
+def test_shipped_model_predicts_without_weights(predict_cli, capsys, tmp_path, monkeypatch, tiny_shipped, by_name):
     from sharp_fpn.predict.pretrained import DEFAULT_MODEL, SHIPPED_MODELS
 
     name = "tiny" if by_name else DEFAULT_MODEL
     monkeypatch.setitem(SHIPPED_MODELS, name, tiny_shipped)
     image = synthetic_images()[0]
-    code, out, err = run(cli, capsys, image, *(["--model", "tiny"] if by_name else []), "--output-dir", tmp_path,
+    code, out, err = run(predict_cli, capsys, image, *(["--model", "tiny"] if by_name else []), "--output-dir", tmp_path,
                          "--score-threshold", "0", "--device", "cpu")
     assert code == 0 and err == "" and "1 image(s)" in out
     assert tifffile.imread(tmp_path / f"{image.stem}_labels.tif").max() > 0
 
 
-def test_missing_shipped_weights_is_one_line(cli, capsys, tmp_path, monkeypatch, tiny_shipped):
+def test_missing_shipped_weights_is_one_line(predict_cli, capsys, tmp_path, monkeypatch, tiny_shipped):
     from dataclasses import replace
 
     from sharp_fpn.predict.pretrained import DEFAULT_MODEL, SHIPPED_MODELS
 
     monkeypatch.setitem(SHIPPED_MODELS, DEFAULT_MODEL, replace(tiny_shipped, folder=tmp_path / "gone"))
-    code, out, err = run(cli, capsys, synthetic_images()[0], "--output-dir", tmp_path / "out", "--device", "cpu")
+    code, out, err = run(predict_cli, capsys, synthetic_images()[0], "--output-dir", tmp_path / "out", "--device", "cpu")
     assert code == 2 and out == "" and not (tmp_path / "out").exists()
     assert "tiny.pth is missing" in one_error_line(err) and "--weights" in err
 
 
 @pytest.mark.parametrize("problem", ["unknown model", "config without weights", "weights nowhere"])
-def test_model_choice_errors_are_one_line(cli, capsys, tmp_path, problem):
+def test_model_choice_errors_are_one_line(predict_cli, capsys, tmp_path, problem):
     argv = {"unknown model": ["--model", "nope"],
             "config without weights": ["--config", tiny_checkpoint() / "config.yaml"],
             "weights nowhere": ["--weights", tmp_path / "nowhere.pth"]}[problem]
-    code, out, err = run(cli, capsys, synthetic_images()[0], "--output-dir", tmp_path / "out", "--device", "cpu", *argv)
+    code, out, err = run(predict_cli, capsys, synthetic_images()[0], "--output-dir", tmp_path / "out", "--device", "cpu", *argv)
     assert code == 2 and out == "" and not (tmp_path / "out").exists()
     expected = {"unknown model": "no shipped model named 'nope'; known: nuclei",
                 "config without weights": "--config goes with --weights",
@@ -185,27 +174,27 @@ def test_model_choice_errors_are_one_line(cli, capsys, tmp_path, problem):
     assert expected in one_error_line(err)
 
 
-def test_bad_scale_names_the_option(cli, capsys, tmp_path):
+def test_bad_scale_names_the_option(predict_cli, capsys, tmp_path):
     with pytest.raises(SystemExit) as exited:
-        run(cli, capsys, synthetic_images()[0], "--weights", tiny_checkpoint() / "model_final.pth", "--scale", "foo")
+        run(predict_cli, capsys, synthetic_images()[0], "--weights", tiny_checkpoint() / "model_final.pth", "--scale", "foo")
     _, err = capsys.readouterr()
     assert exited.value.code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith("error: argument --scale: 'foo' is neither 'auto' nor a positive number")
 
 
-def test_help_is_self_contained(cli):
-    text = cli.get_parser().format_help()
+def test_help_is_self_contained(predict_cli):
+    text = predict_cli.get_parser().format_help()
     assert "(see --help)" not in text and "--model" in text and "--coco-json" in text
 
 
-def test_missing_input_makes_no_output_folder(cli, capsys, tmp_path):
-    code, out, err = run(cli, capsys, tmp_path / "nowhere.png", "--weights", tiny_checkpoint() / "model_final.pth",
+def test_missing_input_makes_no_output_folder(predict_cli, capsys, tmp_path):
+    code, out, err = run(predict_cli, capsys, tmp_path / "nowhere.png", "--weights", tiny_checkpoint() / "model_final.pth",
                          "--output-dir", tmp_path / "out")
     assert code == 1 and not (tmp_path / "out").exists()
     assert f"{tmp_path / 'nowhere.png'}: no such file or folder" in one_error_line(err)
 
 
-def test_same_named_inputs_are_mapped_and_keep_their_source(cli, capsys, tmp_path):
+def test_same_named_inputs_are_mapped_and_keep_their_source(predict_cli, capsys, tmp_path):
     import csv
 
     sources = []
@@ -213,7 +202,7 @@ def test_same_named_inputs_are_mapped_and_keep_their_source(cli, capsys, tmp_pat
         (tmp_path / folder).mkdir()
         sources.append(tmp_path / folder / "x.png")
         shutil.copy(synthetic_images()[0], sources[-1])
-    code, out, _ = run(cli, capsys, sources[0], sources[1], "--weights", tiny_checkpoint() / "model_final.pth",
+    code, out, _ = run(predict_cli, capsys, sources[0], sources[1], "--weights", tiny_checkpoint() / "model_final.pth",
                        "--output-dir", tmp_path / "out", "--objects", "--score-threshold", "0", "--device", "cpu")
     assert code == 0 and f"{sources[1]} -> x-2_* (another input is also named x)" in out
     for name, source in (("x", sources[0]), ("x-2", sources[1])):
@@ -236,7 +225,7 @@ def converted(tmp_path_factory):
     return root
 
 
-def test_coco_results_score_against_the_converters_json(cli, capsys, tmp_path, converted):
+def test_coco_results_score_against_the_converters_json(predict_cli, capsys, tmp_path, converted):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -244,7 +233,7 @@ def test_coco_results_score_against_the_converters_json(cli, capsys, tmp_path, c
     truth = COCO(str(val_json))
     images = list(reversed(truth.dataset["images"]))  # an order unlike the JSON's
     files = [converted / "stage" / image["file_name"] for image in images]
-    code, _, err = run(cli, capsys, *files, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
+    code, _, err = run(predict_cli, capsys, *files, "--weights", tiny_checkpoint() / "model_final.pth", "--output-dir", tmp_path,
                        "--coco-json", val_json, "--score-threshold", "0", "--device", "cpu")
     capsys.readouterr()
     assert code == 0 and err == ""
@@ -259,11 +248,11 @@ def test_coco_results_score_against_the_converters_json(cli, capsys, tmp_path, c
     assert len(evaluation.evalImgs) > 0
 
 
-def test_an_image_missing_from_the_coco_json_is_one_line(cli, capsys, tmp_path, converted):
+def test_an_image_missing_from_the_coco_json_is_one_line(predict_cli, capsys, tmp_path, converted):
     val_json = converted / "annotations" / "val.json"
     listed = val_json.read_text()
     train_image = next(p for p in sorted(converted.glob("stage/*/images/*")) if p.name not in listed)
-    code, out, err = run(cli, capsys, train_image, "--weights", tiny_checkpoint() / "model_final.pth",
+    code, out, err = run(predict_cli, capsys, train_image, "--weights", tiny_checkpoint() / "model_final.pth",
                          "--output-dir", tmp_path / "out", "--coco-json", val_json, "--device", "cpu")
     assert code == 2 and out == "" and not (tmp_path / "out").exists()
     assert f"{train_image}: no image of this file name in {val_json}" in one_error_line(err)

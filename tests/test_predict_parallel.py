@@ -1,27 +1,16 @@
 """tools/predict.py --workers: images predicted side by side in worker processes give the
 files of the one-at-a-time path, byte for byte and in the same order, and the same one-line
 failures. Also --exact, which asks every worker's predictor for the float32 path."""
-import importlib.util
 import shutil
-from pathlib import Path
 
 import pytest
 from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint  # noqa: F401
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def cli():
-    spec = importlib.util.spec_from_file_location("predict_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run(cli, capsys, *argv):
-    code = cli.main(["--no-progress"] + [str(a) for a in argv])
+def run(predict_cli, capsys, *argv):
+    code = predict_cli.main(["--no-progress"] + [str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -30,15 +19,15 @@ def files_of(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_workers_write_what_one_process_writes(cli, capsys, tmp_path):
+def test_workers_write_what_one_process_writes(predict_cli, capsys, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for path in synthetic_images():
         shutil.copy(path, inputs / path.name)
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     common = [inputs, "--weights", tiny_checkpoint() / "model_final.pth", "--all", "--score-threshold", "0", "--device", "cpu"]
-    serial = run(cli, capsys, *common, "--output-dir", tmp_path / "one", "--workers", "1")
-    parallel = run(cli, capsys, *common, "--output-dir", tmp_path / "many", "--workers", "2")
+    serial = run(predict_cli, capsys, *common, "--output-dir", tmp_path / "one", "--workers", "1")
+    parallel = run(predict_cli, capsys, *common, "--output-dir", tmp_path / "many", "--workers", "2")
     assert serial[0] == parallel[0] == 1  # the broken file
     assert serial[2] == parallel[2] and serial[2].count("error: ") == 1 and "broken.png" in serial[2]
     assert serial[1].replace(str(tmp_path / "one"), str(tmp_path / "many")) == parallel[1]
@@ -48,17 +37,17 @@ def test_workers_write_what_one_process_writes(cli, capsys, tmp_path):
         assert found[name] == expected[name], name
 
 
-def test_workers_option(cli):
-    assert cli.get_parser().parse_args(["x.png"]).workers == "auto"
+def test_workers_option(predict_cli):
+    assert predict_cli.get_parser().parse_args(["x.png"]).workers == "auto"
     with pytest.raises(SystemExit):
-        cli.get_parser().parse_args(["x.png", "--workers", "0"])
+        predict_cli.get_parser().parse_args(["x.png", "--workers", "0"])
 
 
-def test_exact_reaches_the_predictor(cli, capsys, tmp_path):
+def test_exact_reaches_the_predictor(predict_cli, capsys, tmp_path):
     image = synthetic_images()[0]
     argv = [image, "--weights", tiny_checkpoint() / "model_final.pth", "--device", "cpu", "--output-dir", tmp_path]
-    make = cli.predictor_factory(cli.get_parser().parse_args([str(a) for a in argv] + ["--exact"]))
+    make = predict_cli.predictor_factory(predict_cli.get_parser().parse_args([str(a) for a in argv] + ["--exact"]))
     assert make.keywords["exact"] is True and make().precision == "float32"
-    assert "exact" not in cli.predictor_factory(cli.get_parser().parse_args([str(a) for a in argv])).keywords
-    code, out, err = run(cli, capsys, *argv, "--exact")
+    assert "exact" not in predict_cli.predictor_factory(predict_cli.get_parser().parse_args([str(a) for a in argv])).keywords
+    code, out, err = run(predict_cli, capsys, *argv, "--exact")
     assert code == 0 and err == "" and (tmp_path / f"{image.stem}_labels.tif").is_file()

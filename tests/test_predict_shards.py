@@ -1,25 +1,14 @@
 """tools/predict.py across machines: shards (--shard K/N, or RANK/WORLD_SIZE) each predict every
 N-th file, and --merge joins their part files into exactly what one process writes."""
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint  # noqa: F401
 
 from sharp_fpn.predict.batch import parse_shard, shard_from_environment
 
-TOOL = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def cli():
-    spec = importlib.util.spec_from_file_location("predict_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +24,14 @@ def inputs(tmp_path_factory):
     return [root / "a", root / "b"]
 
 
-def run(cli, capsys, *argv):
-    code = cli.main(["--no-progress", "--workers", "1"] + [str(a) for a in argv])
+def run(predict_cli, capsys, *argv):
+    code = predict_cli.main(["--no-progress", "--workers", "1"] + [str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def predict(cli, capsys, inputs, out, *extra):
-    return run(cli, capsys, *inputs, "--weights", tiny_checkpoint() / "model_final.pth", "--all", "--score-threshold", "0",
+def predict(predict_cli, capsys, inputs, out, *extra):
+    return run(predict_cli, capsys, *inputs, "--weights", tiny_checkpoint() / "model_final.pth", "--all", "--score-threshold", "0",
                "--device", "cpu", "--output-dir", out, *extra)
 
 
@@ -50,12 +39,12 @@ def files_of(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_two_shards_then_merge_give_the_files_of_one_process(cli, capsys, inputs, tmp_path, monkeypatch):
-    one = predict(cli, capsys, inputs, tmp_path / "one")
-    first = predict(cli, capsys, inputs, tmp_path / "sharded", "--shard", "0/2")
+def test_two_shards_then_merge_give_the_files_of_one_process(predict_cli, capsys, inputs, tmp_path, monkeypatch):
+    one = predict(predict_cli, capsys, inputs, tmp_path / "one")
+    first = predict(predict_cli, capsys, inputs, tmp_path / "sharded", "--shard", "0/2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")  # the second shard as torchrun would start it
-    second = predict(cli, capsys, inputs, tmp_path / "sharded")
+    second = predict(predict_cli, capsys, inputs, tmp_path / "sharded")
     monkeypatch.delenv("RANK")
     # The list: a/ (4 images), b/broken.png, b/ (a copy of one of a/); shard 0 has positions 0, 2, 4.
     assert one[0] == 1 and one[2].count("broken.png") == 1
@@ -65,7 +54,7 @@ def test_two_shards_then_merge_give_the_files_of_one_process(cli, capsys, inputs
     parts = files_of(tmp_path / "sharded")
     assert {"coco_results.shard-0-of-2.json", "submission.shard-1-of-2.csv", "predict.shard-1-of-2.json"} <= set(parts)
 
-    code, out, err = run(cli, capsys, "--merge", tmp_path / "sharded")
+    code, out, err = run(predict_cli, capsys, "--merge", tmp_path / "sharded")
     assert code == 1 and "merged 2 shard(s): 5 image(s)" in out and "1 input(s) failed" in err
     expected, merged = files_of(tmp_path / "one"), files_of(tmp_path / "sharded")
     assert list(merged) == list(expected) and len(expected) == 5 * 5 + 2  # no part left, nothing missing
@@ -76,14 +65,14 @@ def test_two_shards_then_merge_give_the_files_of_one_process(cli, capsys, inputs
     assert len({r["image_id"] for r in coco}) == 5
 
 
-def test_merge_names_the_missing_shard_and_writes_nothing(cli, capsys, inputs, tmp_path):
-    predict(cli, capsys, inputs[:1], tmp_path / "out", "--shard", "2/3", "--coco")
+def test_merge_names_the_missing_shard_and_writes_nothing(predict_cli, capsys, inputs, tmp_path):
+    predict(predict_cli, capsys, inputs[:1], tmp_path / "out", "--shard", "2/3", "--coco")
     before = files_of(tmp_path / "out")
-    code, out, err = run(cli, capsys, "--merge", tmp_path / "out")
+    code, out, err = run(predict_cli, capsys, "--merge", tmp_path / "out")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "shards 0, 1 of 3 have not finished (no predict.shard-0-of-3.json, predict.shard-1-of-3.json)" in err
     assert files_of(tmp_path / "out") == before
-    code, _, err = run(cli, capsys, "--merge", tmp_path / "nothing")
+    code, _, err = run(predict_cli, capsys, "--merge", tmp_path / "nothing")
     assert code == 2 and "no shard to merge" in err
 
 
@@ -97,8 +86,8 @@ def test_shard_option_and_environment():
     assert shard_from_environment({"SLURM_PROCID": "1"}) is None
 
 
-def test_bad_shard_names_the_option(cli, capsys):
+def test_bad_shard_names_the_option(predict_cli, capsys):
     with pytest.raises(SystemExit) as exited:
-        cli.main(["x.png", "--shard", "2/2"])
+        predict_cli.main(["x.png", "--shard", "2/2"])
     assert exited.value.code == 2
     assert "argument --shard: shard 2/2: K/N needs N >= 1 and K from 0 to N-1" in capsys.readouterr().err
