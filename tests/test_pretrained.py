@@ -47,7 +47,7 @@ def test_export_writes_the_fp16_model_state_and_its_config(exported):
     for key, value in stored["model"].items():
         assert value.dtype == (torch.float16 if original[key].is_floating_point() else original[key].dtype), key
     cfg = get_sharp_cfg(str(model.config_path))
-    assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.FPN.OUT_CHANNELS == 32 and cfg.MODEL.WEIGHTS == ""
+    assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.FPN.OUT_CHANNELS == 32 and cfg.MODEL.WEIGHTS == "" == cfg.OUTPUT_DIR
     assert result.registry_entry("tiny") == f'ShippedModel("tiny", "tiny.yaml", "tiny.pth", sha256="{result.sha256}")'
 
 

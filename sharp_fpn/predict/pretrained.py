@@ -155,5 +155,6 @@ def export_model(
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""
+    cfg.OUTPUT_DIR = ""  # the training machine's folder means nothing where the model is shipped
     write_text_atomic(config_path, cfg.dump())
     return Exported(config_path, weights_path, weights_path.stat().st_size, file_sha256(weights_path))
