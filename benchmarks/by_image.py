@@ -11,6 +11,11 @@ per threshold). Each run gets its DSB score and foreground IoU per image kind
 ``--baseline``, each other run also gets the mean per-image DSB difference against it, with a
 bootstrap 95% interval over images (paired: the same images in both) and the number of images
 on which it is better, overall and per kind.
+
+Where every run's rows carry their TP/FP/FN at IoU 0.5 (metrics.json written since the evaluator
+added them), F1@0.5 joins both: per kind pooled as the evaluator pools it, 2TP/(2TP+FP+FN) over
+the kind's images, so "all" is the run's own f1@0.5; paired, each image's own F1 (1 when it has
+no nuclei and no predictions). Older files still give the DSB and IoU tables.
 """
 import argparse
 import json
@@ -22,6 +27,8 @@ import numpy as np
 import common
 from sharp_fpn.data.image_io import read_image
 from sharp_fpn.data.kinds import image_kind
+from sharp_fpn.evaluation.evaluator import PER_IMAGE_COUNTS
+from sharp_fpn.evaluation.metrics import ratio
 
 
 def per_image(run_dir: Path) -> dict:
@@ -45,6 +52,29 @@ def paired_interval(differences: np.ndarray, resamples: int = 10_000, seed: int 
     return float(differences.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def f1(rows: list) -> float:
+    """F1@0.5 of TP/FP/FN summed over rows: one row is that image's F1, all rows the pooled F1."""
+    tp, fp, fn = (sum(row[key] for row in rows) for key in PER_IMAGE_COUNTS)
+    return ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def paired(runs: dict, names: list, baseline: str, members: dict, score, key: str, payload: dict) -> str:
+    """A markdown table of each named run's paired per-image ``score(row)`` difference against the
+    baseline, per group; the numbers also go to payload[name][group][key]."""
+    groups = list(members)
+    lines = ["| run - baseline | " + " | ".join(groups) + " |", "|---" * (1 + len(groups)) + "|"]
+    for name in names:
+        cells = []
+        for g in groups:
+            diff = np.array([score(runs[name][i]) - score(runs[baseline][i]) for i in members[g]])
+            mean, low, high = paired_interval(diff)
+            payload[name][g][key] = {"mean": mean, "ci95": [low, high], "better": int((diff > 0).sum()),
+                                     "worse": int((diff < 0).sum())}
+            cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] ({(diff > 0).sum()}/{len(diff)} better)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="training output folders")
@@ -61,6 +91,7 @@ def main(argv=None):
         if set(rows) != set(kinds):
             raise SystemExit(f"error: {name}: its images are not those of {args.val_json}")
 
+    lacking = [name for name, rows in runs.items() if any(set(PER_IMAGE_COUNTS) - set(r) for r in rows.values())]
     payload = defaultdict(dict)
     lines = ["| run | " + " | ".join(f"{g} ({len(members[g])})" for g in groups) + " |", "|---" * (1 + len(groups)) + "|"]
     for name, rows in runs.items():
@@ -70,23 +101,24 @@ def main(argv=None):
             iou = float(np.mean([rows[i]["fg_iou"] for i in members[g]]))
             payload[name][g] = {"dsb_score": dsb, "fg_iou": iou}
             cells.append(f"{dsb:.3f} / {iou:.3f}")
+            if not lacking:
+                payload[name][g]["f1@0.5"] = f1([rows[i] for i in members[g]])
+                cells[-1] += f" / {payload[name][g]['f1@0.5']:.3f}"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    table = "DSB score / foreground IoU (per-image means) by image kind (images):\n\n" + "\n".join(lines)
+    what = "DSB score / foreground IoU (per-image means)" + ("" if lacking else " / F1@0.5 (pooled)")
+    table = f"{what} by image kind (images):\n\n" + "\n".join(lines)
 
     if args.baseline:
-        base = runs[str(args.baseline)]
-        lines = ["| run - baseline | " + " | ".join(groups) + " |", "|---" * (1 + len(groups)) + "|"]
-        for name in map(str, args.runs):
-            cells = []
-            for g in groups:
-                diff = np.array([runs[name][i]["dsb_score"] - base[i]["dsb_score"] for i in members[g]])
-                mean, low, high = paired_interval(diff)
-                payload[name][g]["paired_dsb"] = {"mean": mean, "ci95": [low, high], "better": int((diff > 0).sum()),
-                                                 "worse": int((diff < 0).sum())}
-                cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] ({(diff > 0).sum()}/{len(diff)} better)")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        table += (f"\n\nPaired per-image DSB difference against {args.baseline}: mean [bootstrap 95% interval] "
-                  "(images better):\n\n" + "\n".join(lines))
+        base, legend = str(args.baseline), "mean [bootstrap 95% interval] (images better)"
+        names = list(map(str, args.runs))
+        diffs = paired(runs, names, base, members, lambda row: row["dsb_score"], "paired_dsb", payload)
+        table += f"\n\nPaired per-image DSB difference against {base}: {legend}:\n\n{diffs}"
+        if not lacking:
+            diffs = paired(runs, names, base, members, lambda row: f1([row]), "paired_f1", payload)
+            table += f"\n\nPaired per-image F1@0.5 difference against {base}: {legend}:\n\n{diffs}"
+    if lacking:
+        table += ("\n\nF1@0.5 needs per-image counts (metrics.json written since the evaluator added "
+                  f"{'/'.join(PER_IMAGE_COUNTS)}); without them: {', '.join(lacking)}")
     common.write_outputs(args.output_dir, "by_image", dict(payload), table)
     print(table)
 

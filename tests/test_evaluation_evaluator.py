@@ -151,6 +151,12 @@ def test_numbers_and_metrics_json(dataset, tmp_path, caplog, backend):
     assert written["dsb_score_per_threshold"]["0.70"] == pytest.approx(1 / 6)
     per_image = {row["image_id"]: row for row in written["per_image"]}
     assert per_image["a"]["dsb_score"] == pytest.approx(0.6) and per_image["b"]["num_pred"] == 0
+    # TP/FP/FN at IoU 0.5 per image: a finds A and B (JUNK is below the score threshold), b
+    # misses A. Summed, they are the pooled counts behind f1@0.5, to the last bit.
+    counts = {i: tuple(row[k] for k in ("tp@0.5", "fp@0.5", "fn@0.5")) for i, row in per_image.items()}
+    assert counts == {"a": (2, 0, 0), "b": (0, 0, 1)}
+    tp, fp, fn = np.sum(list(counts.values()), axis=0)
+    assert 2 * tp / (2 * tp + fp + fn) == written["nuclei"]["f1@0.5"] == nuclei["f1@0.5"]
 
 
 def test_score_threshold_decides_what_the_nuclei_metrics_see(dataset):

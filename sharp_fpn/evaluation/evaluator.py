@@ -35,6 +35,9 @@ from .metrics import (
 
 logger = logging.getLogger(__name__)
 
+# Keys of a per-image row of metrics.json holding its (TP, FP, FN) at IoU 0.5.
+PER_IMAGE_COUNTS = ("tp@0.5", "fp@0.5", "fn@0.5")
+
 
 @dataclass
 class _ImageRecord:
@@ -251,7 +254,11 @@ class NucleiEvaluator(DatasetEvaluator):
         )
 
     def _write_metrics(self, results: Dict[str, Dict[str, float]], records: List[_ImageRecord]):
-        """metrics.json: the results plus per-threshold and per-image detail, written atomically."""
+        """metrics.json: the results plus per-threshold and per-image detail, written atomically.
+
+        Each per-image row carries its TP/FP/FN at IoU 0.5, so that F1@0.5 can be pooled over any
+        subset of images (by image kind) and compared image by image, as the DSB score is.
+        """
         image_results = [record.result for record in records]
         report = {
             "dataset": self._dataset_name,
@@ -272,6 +279,7 @@ class NucleiEvaluator(DatasetEvaluator):
                     "dsb_score": record.result.dsb_score(),
                     "fg_iou": record.result.fg_iou,
                     "fg_dice": record.result.fg_dice,
+                    **dict(zip(PER_IMAGE_COUNTS, record.result.counts(0.5))),
                 }
                 for record in records
             ],
