@@ -30,19 +30,17 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
-if str(BENCHMARKS) not in sys.path:
-    sys.path.insert(0, str(BENCHMARKS))
+for folder in (BENCHMARKS, BENCHMARKS / "peers"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import numpy as np  # noqa: E402
 
-LABELS_SUFFIX = "_labels.tif"
+from labels_io import LabelsError, find_label_images, kind_groups, read_label_image  # noqa: E402
+
 OBJECTS_SUFFIX = "_objects.csv"
 TIMINGS_NAME = "predict_timings.json"
 MAX_DETS = 500
-
-
-class ScoreError(Exception):
-    """A problem with the inputs, printed as one line."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -63,24 +61,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def read_label_image(path: Path, height: int, width: int) -> np.ndarray:
-    """A 2-D integer label image of the expected size (0 background, k > 0 object k)."""
-    import tifffile
-
-    try:
-        labels = np.asarray(tifffile.imread(path))
-    except Exception as error:  # tifffile raises several types for bad files
-        raise ScoreError(f"{path}: cannot read a label TIFF ({error})") from None
-    labels = np.squeeze(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ScoreError(f"{path}: a label image must be 2-D integers, got {labels.dtype} {labels.shape}")
-    if labels.shape != (height, width):
-        raise ScoreError(f"{path}: {labels.shape[1]}x{labels.shape[0]} px, its image is {width}x{height}")
-    if labels.min() < 0:
-        raise ScoreError(f"{path}: negative labels")
-    return labels
-
-
 def read_scores(path: Path, labels: np.ndarray) -> np.ndarray:
     """scores[k - 1] of label k: from the objects CSV where it has the label, else 1."""
     scores = np.ones(int(labels.max()) if labels.size else 0, dtype=np.float64)
@@ -89,7 +69,7 @@ def read_scores(path: Path, labels: np.ndarray) -> np.ndarray:
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"label", "score"} <= set(reader.fieldnames):
-            raise ScoreError(f"{path}: needs 'label' and 'score' columns, has {reader.fieldnames}")
+            raise LabelsError(f"{path}: needs 'label' and 'score' columns, has {reader.fieldnames}")
         for row in reader:
             label = int(row["label"])
             if 1 <= label <= len(scores) and row["score"] not in ("", None):
@@ -137,19 +117,6 @@ def register_subset(name: str, records: list) -> str:
     return name
 
 
-def groups_of(kinds: dict) -> dict:
-    """Group name -> image ids: each stain, and each stain-and-size where a stain has two sizes."""
-    groups: dict[str, list] = {}
-    for image_id, kind in kinds.items():
-        groups.setdefault(kind.split()[0], []).append(image_id)
-    for stain in list(groups):
-        sizes = {kinds[i] for i in groups[stain]}
-        if len(sizes) > 1:
-            for kind in sorted(sizes):
-                groups[kind] = [i for i in groups[stain] if kinds[i] == kind]
-    return dict(sorted(groups.items()))
-
-
 def speed(labels_dir: Path, names: set) -> dict | None:
     """Seconds per megapixel of the scored images, from the tool's predict_timings.json."""
     path = labels_dir / TIMINGS_NAME
@@ -166,33 +133,14 @@ def speed(labels_dir: Path, names: set) -> dict | None:
 
 
 def score(args) -> dict:
-    from detectron2.data import DatasetCatalog
-
     from by_image import kinds_of
-    from sharp_fpn.data.register import recorded_image_root, register_coco_nuclei
     from sharp_fpn.evaluation import NucleiEvaluator
 
     labels_dir, val_json = Path(args.labels_dir), Path(args.val_json)
-    if not labels_dir.is_dir():
-        raise ScoreError(f"{labels_dir}: no such folder")
-    if not val_json.is_file():
-        raise ScoreError(f"{val_json}: no such file")
-    image_root = Path(args.image_root) if args.image_root else recorded_image_root(val_json) or val_json.parent
     dataset = f"peer_{args.name}"
-    register_coco_nuclei(f"{dataset}_json", val_json, image_root)
-    records = DatasetCatalog.get(f"{dataset}_json")
-    label_files = {p.name[: -len(LABELS_SUFFIX)]: p for p in labels_dir.glob(f"*{LABELS_SUFFIX}")}
-    stems = {r["image_id"]: Path(r["file_name"]).stem for r in records}
-    missing = [stems[r["image_id"]] for r in records if stems[r["image_id"]] not in label_files]
-    if missing and not args.only_predicted:
-        raise ScoreError(f"{labels_dir}: no label image for {len(missing)} of the {len(records)} images of {val_json}, "
-                         f"e.g. {missing[0]}{LABELS_SUFFIX} (--only-predicted scores the others)")
-    records = [r for r in records if stems[r["image_id"]] in label_files]
-    if not records:
-        raise ScoreError(f"{labels_dir}: none of the images of {val_json} has a label image here")
-
-    kinds = {i: k for i, k in kinds_of(str(val_json), str(image_root)).items() if i in stems and stems[i] in label_files}
-    groups = {"all": [r["image_id"] for r in records], **groups_of(kinds)}
+    records, stems, label_files, image_root = find_label_images(labels_dir, val_json, args.image_root,
+                                                                args.only_predicted, dataset)
+    groups = kind_groups(kinds_of(str(val_json), str(image_root)), records)
     inference_dir = Path(args.output_dir) / "inference" / dataset
     evaluators = {}
     for group, ids in groups.items():
@@ -246,7 +194,7 @@ def main(argv=None) -> int:
 
         common.quiet()
         payload = score(args)
-    except (ScoreError, OSError, ValueError) as error:
+    except (LabelsError, OSError, ValueError) as error:
         if args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)
