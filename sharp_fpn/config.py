@@ -60,6 +60,14 @@ def add_sharp_fpn_config(cfg):
     cfg.INPUT.INTENSITY.GAMMA = (0.7, 1.4)
     cfg.INPUT.INTENSITY.GREY_PROB = 0.0
     cfg.INPUT.INTENSITY.INVERT_PROB = 0.0
+    # HED stain jitter of colour crops (Tellez et al. 2018): each of the haematoxylin, eosin and
+    # DAB channels of skimage's rgb2hed scaled by a factor from [1 - s, 1 + s] and shifted by
+    # one from [-s/10, s/10], s this value; 0: off. HED_PROB: share of colour crops jittered.
+    cfg.INPUT.INTENSITY.HED_JITTER = 0.0
+    cfg.INPUT.INTENSITY.HED_PROB = 0.5
+    # Make nuclei bright by inverting (255 - value) whole images whose background is bright, in
+    # training, evaluation and prediction: "" off, "grey" brightfield only, "all" any bright image.
+    cfg.INPUT.BRIGHT_NUCLEI = ""
     # Repeat images of rare stains (sharp_fpn/data/kinds.py: fluorescence, brightfield, tissue)
     # in training: a stain making up a share f < this of the images is repeated sqrt(this / f) times.
     # 0: every image equally often. Reads every training image once when the loader is built.
@@ -114,6 +122,7 @@ def get_sharp_cfg(config_file: str = None, opts: Sequence[str] = ()) -> CN:
 def check_config(cfg: CN) -> None:
     """Fail early, with the valid choices, on values that would only break deep in a build."""
     cfg.MODEL.SHARP_FPN.SCHEME = canonical_name(cfg.MODEL.SHARP_FPN.SCHEME)
+    from .data.kinds import BRIGHT_NUCLEI_MODES
     from .modeling.neck import CONVS, FUSIONS, UPSAMPLE_MODES
 
     for key, value, valid in (
@@ -121,6 +130,7 @@ def check_config(cfg: CN) -> None:
         ("MODEL.SHARP_FPN.CONV", cfg.MODEL.SHARP_FPN.CONV, CONVS),
         ("MODEL.SHARP_FPN.UPSAMPLE", cfg.MODEL.SHARP_FPN.UPSAMPLE, UPSAMPLE_MODES),
         ("INPUT.RESIZE", cfg.INPUT.RESIZE, ("shortest_edge", "scale")),
+        ("INPUT.BRIGHT_NUCLEI", cfg.INPUT.BRIGHT_NUCLEI, BRIGHT_NUCLEI_MODES),
     ):
         if value not in valid:
             raise ValueError(f"{key} = {value!r} is not valid; choose one of {valid}")

@@ -6,7 +6,8 @@ from detectron2.structures import BoxMode
 
 from sharp_fpn import get_sharp_cfg
 from sharp_fpn.data.augment import (RandomIntensity, RandomScaledCrop, TransposeTransform,
-                                    build_nuclei_augmentations, scaled_shape, inference_scale)
+                                    build_nuclei_augmentations, hed_jitter, scaled_shape, inference_scale)
+from sharp_fpn.data.image_io import read_image
 from sharp_fpn.data.mapper import NucleiDatasetMapper
 
 
@@ -72,6 +73,72 @@ def test_intensity_keeps_uint8_and_can_invert_and_drop_colour():
     grey = RandomIntensity((1, 1), (1, 1), (1, 1), grey_prob=1.0, invert_prob=0.0)
     out = grey.get_transform(image).apply_image(image)
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+@pytest.fixture(scope="module")
+def synthetic_rgb(tmp_path_factory):
+    """The synthetic set's grey (fluorescence) and H&E-like colour images, as uint8 RGB."""
+    from sharp_fpn.data.synthetic import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("augment_images")
+    ids = make_synthetic_dataset(root, num_images=2, size=(64, 80))
+    return [read_image(next((root / i / "images").iterdir()), format="RGB") for i in ids]
+
+
+def _hed(s: float, prob: float = 1.0, image_format: str = "RGB") -> RandomIntensity:
+    """HED jitter alone: brightness, contrast and gamma fixed at 1, no grey or inverted crops."""
+    return RandomIntensity((1, 1), (1, 1), (1, 1), 0.0, 0.0, hed_jitter=s, hed_prob=prob, image_format=image_format)
+
+
+def _apply(augmentation, image, seed: int):
+    np.random.seed(seed)
+    return augmentation.get_transform(image).apply_image(image)
+
+
+def test_hed_round_trip_keeps_stain_colours_not_greys(synthetic_rgb):
+    _, colour = synthetic_rgb
+    # Measured: rgb2hed/hed2rgb give the synthetic H&E image back exactly (its colours are
+    # mixtures of the stains), so unjittered it is unchanged; greys are not stain mixtures.
+    assert np.array_equal(hed_jitter(colour, (1, 1, 1), (0, 0, 0)), colour)
+    grey = np.full((4, 4, 3), 100, np.uint8)
+    assert hed_jitter(grey, (1, 1, 1), (0, 0, 0))[0, 0].tolist() == [98, 72, 96]
+    assert hed_jitter(np.full((4, 4, 3), 250, np.uint8), (1, 1, 1), (0, 0, 0))[0, 0].tolist() == [250, 248, 250]
+    assert np.array_equal(_apply(_hed(0.0), colour, 0), colour)  # s = 0: off
+
+
+def test_hed_jitter_changes_colour_crops_only(synthetic_rgb):
+    grey, colour = synthetic_rgb
+    assert np.array_equal(_apply(_hed(0.2), grey, 0), grey)
+    out = _apply(_hed(0.2), colour, 0)
+    change = np.abs(out.astype(int) - colour.astype(int))
+    assert out.dtype == np.uint8 and out.shape == colour.shape
+    assert 1 < change.mean() < 40  # the stains vary, the image stays an H&E image
+    assert np.array_equal(_apply(_hed(0.2), colour, 0), out)  # same seed, same crop
+    assert not np.array_equal(_apply(_hed(0.2), colour, 1), out)
+    assert np.array_equal(_apply(_hed(0.2, prob=0.0), colour, 0), colour)
+    # In Detectron2's BGR order the same stains change.
+    bgr = np.ascontiguousarray(colour[..., ::-1])
+    assert np.array_equal(_apply(_hed(0.2, image_format="BGR"), bgr, 0), out[..., ::-1])
+
+
+def test_hed_keys_reach_the_pipeline_and_are_off_by_default(synthetic_rgb):
+    _, colour = synthetic_rgb
+    cfg = _cfg("INPUT.INTENSITY.ENABLED", "True", "INPUT.FORMAT", "BGR")
+    default = build_nuclei_augmentations(cfg, is_train=True)[-1]
+    assert (default.hed_jitter, default.hed_prob, default.image_format) == (0.0, 0.5, "BGR")
+    old = RandomIntensity(default.brightness, default.contrast, default.gamma, 0.0, 0.0)
+    assert np.array_equal(_apply(default, colour, 3), _apply(old, colour, 3))  # as before the keys
+    on = build_nuclei_augmentations(_cfg("INPUT.INTENSITY.ENABLED", "True", "INPUT.INTENSITY.HED_JITTER", "0.1",
+                                         "INPUT.INTENSITY.HED_PROB", "1.0"), is_train=True)[-1]
+    assert (on.hed_jitter, on.hed_prob) == (0.1, 1.0)
+    assert not np.array_equal(_apply(on, colour, 3), _apply(default, colour, 3))
+
+
+def test_bright_nuclei_key_is_checked():
+    assert _cfg().INPUT.BRIGHT_NUCLEI == ""
+    assert _cfg("INPUT.BRIGHT_NUCLEI", "all").INPUT.BRIGHT_NUCLEI == "all"
+    with pytest.raises(ValueError, match=r"INPUT.BRIGHT_NUCLEI = 'brightfield' is not valid; choose one of \('', 'grey', 'all'\)"):
+        _cfg("INPUT.BRIGHT_NUCLEI", "brightfield")
 
 
 def test_recipe_mapper_gives_crops_with_consistent_instances(tmp_path):

@@ -139,6 +139,22 @@ def test_scale_factor_predicts_at_file_resolution():
     check_labels(prediction)
 
 
+@pytest.mark.parametrize("tile_size", [None, 48], ids=["whole", "tiled"])
+def test_bright_nuclei_predicts_a_bright_grey_image_as_its_inverse(tile_size):
+    dark = load_image_array(synthetic_images()[0])  # grey RGBA: bright nuclei on a dark background
+    bright = dark.copy()
+    bright[..., :3] = 255 - dark[..., :3]  # the same nuclei, dark on bright; alpha kept
+    tiling = dict(tile_size=tile_size, tile_overlap=16)
+    plain = tiny_predictor(**tiling).predict(dark)
+    inverting = tiny_predictor(opts=("INPUT.BRIGHT_NUCLEI", "grey"), **tiling)
+    found = inverting.predict(bright)
+    assert plain.num_objects > 0 and found.num_tiles == plain.num_tiles and (found.num_tiles > 1) == bool(tile_size)
+    assert np.array_equal(found.labels, plain.labels) and np.array_equal(found.scores, plain.scores)
+    assert np.array_equal(found.image, bright[..., :3])  # the image as read, for overlays
+    assert np.array_equal(inverting.predict(dark).labels, plain.labels)  # a dark image is left alone
+    assert not np.array_equal(tiny_predictor(**tiling).predict(bright).labels, plain.labels)
+
+
 def test_grey_intensity_drops_alpha_and_averages_colour():
     rgba = np.dstack([np.full((2, 2), v, np.uint8) for v in (10, 20, 30, 255)])
     assert np.allclose(grey_intensity(rgba), 20)

@@ -12,13 +12,17 @@ scale rule lives here once and serves the training mapper, the evaluator's test 
 
 Microscopy has no up or down, so ``INPUT.DIHEDRAL`` adds vertical flips and transposes to the
 horizontal flip (all eight symmetries of the square), and ``INPUT.INTENSITY`` varies what
-differs between labs: brightness, contrast, gamma, colour vs grey, and dark-on-bright vs
-bright-on-dark (inversion).
+differs between labs: brightness, contrast, gamma, colour vs grey, dark-on-bright vs
+bright-on-dark (inversion), and the amounts of each stain in colour (H&E) images
+(:func:`hed_jitter`).
 """
 from __future__ import annotations
 
 import numpy as np
 from detectron2.data import transforms as T
+from skimage.color import hed2rgb, rgb2hed
+
+from .kinds import is_colour
 
 
 def inference_scale(cfg, height: int, width: int) -> float:
@@ -106,11 +110,33 @@ class RandomTranspose(T.Augmentation):
         return TransposeTransform() if np.random.rand() < self.prob else T.NoOpTransform()
 
 
+def hed_jitter(rgb: np.ndarray, factors, shifts) -> np.ndarray:
+    """An HxWx3 uint8 RGB image with its haematoxylin, eosin and DAB amounts changed: each
+    channel of skimage's ``rgb2hed`` (colour deconvolution, Ruifrok and Johnston 2001) becomes
+    ``factor * channel + shift``, and ``hed2rgb`` turns the result back into uint8 RGB, clipped.
+
+    Without jitter (factors 1, shifts 0) the round trip keeps colours mixed from the three
+    stains, but not others: ``rgb2hed`` clips negative stain amounts to 0, so a near-white
+    (250, 250, 250) comes back as (250, 248, 250) and a mid grey (100, 100, 100) as (98, 72, 96),
+    which is why grey images are never jittered."""
+    hed = rgb2hed(rgb) * np.asarray(factors, dtype=np.float64) + np.asarray(shifts, dtype=np.float64)
+    return np.round(np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8)
+
+
 class RandomIntensity(T.Augmentation):
     """Brightness, contrast and gamma from ranges of factors, then, with their probabilities,
-    grey (colour dropped) and inversion, all in one uint8 pass over the image."""
+    grey (colour dropped) and inversion, all in one uint8 pass over the image.
 
-    def __init__(self, brightness, contrast, gamma, grey_prob: float, invert_prob: float):
+    With ``hed_jitter`` s > 0, a colour image (:func:`~.kinds.is_colour`; grey ones are left
+    alone) first gets, with probability ``hed_prob``, a random stain change (:func:`hed_jitter`):
+    each of its H, E and D channels scaled by a factor drawn uniformly from [1 - s, 1 + s] and
+    shifted by one from [-s/10, s/10]. This is the HED colour augmentation of Tellez et al.
+    (2018, whole-slide mitosis detection in H&E), which varies the stains as labs and scanners
+    do; the shifts are a tenth of s because rgb2hed's stain amounts are small numbers (optical
+    density over ln 10^6). ``image_format`` ("BGR" or "RGB", INPUT.FORMAT) says the channel order."""
+
+    def __init__(self, brightness, contrast, gamma, grey_prob: float, invert_prob: float,
+                 hed_jitter: float = 0.0, hed_prob: float = 0.5, image_format: str = "RGB"):
         super().__init__()
         self._init(locals())
 
@@ -125,8 +151,16 @@ class RandomIntensity(T.Augmentation):
         table = np.round(table * 255).astype(np.uint8)
         if invert:
             table = 255 - table
+        stains = None  # drawn only when on, so that configs without it see the same random numbers
+        if self.hed_jitter > 0 and np.random.rand() < self.hed_prob:
+            s = self.hed_jitter
+            stains = np.random.uniform(1 - s, 1 + s, 3), np.random.uniform(-s / 10, s / 10, 3)
+        bgr = self.image_format == "BGR"
 
         def adjust(img: np.ndarray) -> np.ndarray:
+            if stains is not None and img.ndim == 3 and img.shape[2] == 3 and is_colour(img):
+                img = hed_jitter(img[..., ::-1] if bgr else img, *stains)
+                img = np.ascontiguousarray(img[..., ::-1]) if bgr else img
             if grey and img.ndim == 3 and img.shape[2] == 3:
                 img = np.repeat(img.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
             return table[img]
@@ -161,5 +195,6 @@ def build_nuclei_augmentations(cfg, is_train: bool) -> list:
     intensity = cfg.INPUT.INTENSITY
     if intensity.ENABLED:
         augs.append(RandomIntensity(intensity.BRIGHTNESS, intensity.CONTRAST, intensity.GAMMA,
-                                    intensity.GREY_PROB, intensity.INVERT_PROB))
+                                    intensity.GREY_PROB, intensity.INVERT_PROB,
+                                    intensity.HED_JITTER, intensity.HED_PROB, cfg.INPUT.FORMAT))
     return augs

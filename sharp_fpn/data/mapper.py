@@ -13,12 +13,17 @@ from detectron2.data import transforms as T
 
 from .augment import build_nuclei_augmentations
 from .image_io import DEFAULT_PERCENTILES, load_image_array, read_image
+from .kinds import bright_nuclei
 
 
 class NucleiDatasetMapper(DatasetMapper):
     """``NucleiDatasetMapper(cfg, is_train)``: :class:`DatasetMapper` (same config keys) with
     the nuclei input pipeline of :mod:`.augment`, reading images with :func:`~.image_io.read_image` instead of Detectron2's
     PIL reader, which saturates 16-bit images.
+
+    With ``INPUT.BRIGHT_NUCLEI`` ("grey" or "all"), an image whose background is bright is
+    inverted as read, before any crop or augmentation, so the rule sees the whole image
+    (:func:`~.kinds.needs_inversion`), as :class:`~sharp_fpn.predict.NucleiPredictor` does.
 
     COCO RLE annotations need ``INPUT.MASK_FORMAT "bitmask"``; this mapper says so instead of
     failing deep inside Detectron2.
@@ -31,11 +36,13 @@ class NucleiDatasetMapper(DatasetMapper):
         *,
         normalize_uint8: bool = False,
         percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        bright_nuclei: str = "",
         **kwargs,
     ):
         super().__init__(is_train, **kwargs)
         self.normalize_uint8 = normalize_uint8
         self.percentiles = percentiles
+        self.bright_nuclei = bright_nuclei
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
@@ -45,6 +52,7 @@ class NucleiDatasetMapper(DatasetMapper):
         kwargs = super().from_config(cfg, is_train)
         if "RESIZE" in cfg.INPUT:
             kwargs["augmentations"] = build_nuclei_augmentations(cfg, is_train)
+        kwargs["bright_nuclei"] = cfg.INPUT.get("BRIGHT_NUCLEI", "")
         return kwargs
 
     def __call__(self, dataset_dict: dict) -> dict:
@@ -53,6 +61,7 @@ class NucleiDatasetMapper(DatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = read_image(dataset_dict["file_name"], self.image_format, self.normalize_uint8, self.percentiles)
         utils.check_image_size(dataset_dict, image)
+        image = bright_nuclei(image, self.bright_nuclei)  # decided on the whole image
         sem_seg_file = dataset_dict.pop("sem_seg_file_name", None)
         sem_seg = load_image_array(sem_seg_file) if sem_seg_file is not None else None
 

@@ -28,6 +28,7 @@ from ..checkpoint import SharpCheckpointer
 from ..config import get_sharp_cfg
 from ..data.augment import inference_scale, scaled_shape
 from ..data.image_io import load_image_array, to_rgb_uint8
+from ..data.kinds import bright_nuclei
 from ..modeling.tta import with_test_time_flips
 from .labels import object_table, paint_labels
 from .tiling import Detections, Window, check_tiling, detect_tiled
@@ -314,6 +315,10 @@ class NucleiPredictor:
         """Labels and scores for one image: a file path, or an HxW / HxWxC (RGB or RGBA order)
         array of any dtype, as stored. ``progress`` optionally wraps the tile iterable.
 
+        With ``INPUT.BRIGHT_NUCLEI`` in the config, the model sees the whole image inverted when
+        its background is bright (:func:`~sharp_fpn.data.kinds.needs_inversion`, decided before
+        resizing and tiling, as in training); ``Prediction.image`` stays the image as read.
+
         Raises OSError / ValueError for a file that cannot be read as an image.
         """
         source = None
@@ -324,7 +329,8 @@ class NucleiPredictor:
         height, width = rgb.shape[:2]
         factor = self.scale_for(height, width)
         new_h, new_w = scaled_shape(height, width, factor)
-        model_input = rgb if self.input_format == "RGB" else rgb[..., ::-1]
+        model_rgb = bright_nuclei(rgb, self.cfg.INPUT.get("BRIGHT_NUCLEI", ""))
+        model_input = model_rgb if self.input_format == "RGB" else model_rgb[..., ::-1]
         if (new_h, new_w) != (height, width):
             model_input = T.ResizeTransform(height, width, new_h, new_w).apply_image(np.ascontiguousarray(model_input))
         counter = []
