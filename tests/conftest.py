@@ -76,3 +76,36 @@ def predict_cli():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_val_dataset(root: Path, cases) -> Path:
+    """Dsb2018-style images (<id>/images/<id>.png under root/stage) and root/ann/val.json, a COCO
+    JSON of their nuclei as the converter writes it (compressed RLE, info.image_root). ``cases``:
+    (name, background grey level, list of HxW boolean masks); each nucleus is painted in the
+    background's opposite grey."""
+    import cv2
+    import json
+    import pycocotools.mask as mask_util
+
+    from sharp_fpn.data.coco_export import encode_mask
+
+    images, annotations = [], []
+    for image_id, (name, background, masks) in enumerate(cases, start=1):
+        height, width = masks[0].shape
+        pixels = np.full((height, width), background, np.uint8)
+        for mask in masks:
+            pixels[mask] = 255 - background
+        folder = root / "stage" / name / "images"
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / f"{name}.png"), pixels)
+        images.append({"id": image_id, "file_name": f"{name}/images/{name}.png", "height": height, "width": width})
+        for mask in masks:
+            box = mask_util.toBbox(mask_util.encode(np.asfortranarray(mask.astype(np.uint8))))
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                                "segmentation": encode_mask(mask), "area": float(mask.sum()),
+                                "bbox": [float(v) for v in box]})
+    path = root / "ann" / "val.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"info": {"image_root": "../stage"}, "images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "nucleus"}]}))
+    return path

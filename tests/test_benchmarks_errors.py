@@ -7,9 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 import tifffile
 
@@ -17,7 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import errors_by_kind  # noqa: E402
 
-from sharp_fpn.data.coco_export import encode_mask  # noqa: E402
+from conftest import write_val_dataset  # noqa: E402
 
 H, W = 48, 64
 
@@ -64,27 +62,7 @@ def _cases():
 
 
 def _dataset(root: Path) -> Path:
-    """The images (<id>/images/<id>.png) and a COCO JSON of their true nuclei, as the converter
-    writes it (compressed RLE, info.image_root)."""
-    images, annotations = [], []
-    for image_id, (name, background, truth, _) in enumerate(_cases(), start=1):
-        pixels = np.full((H, W), background, np.uint8)
-        for mask in truth:
-            pixels[mask] = 255 - background
-        folder = root / "stage" / name / "images"
-        folder.mkdir(parents=True)
-        cv2.imwrite(str(folder / f"{name}.png"), pixels)
-        images.append({"id": image_id, "file_name": f"{name}/images/{name}.png", "height": H, "width": W})
-        for mask in truth:
-            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                "segmentation": encode_mask(mask), "area": float(mask.sum()),
-                                "bbox": mask_util.toBbox(rle).tolist()})
-    path = root / "ann" / "val.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps({"info": {"image_root": "../stage"}, "images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "nucleus"}]}))
-    return path
+    return write_val_dataset(root, [(name, background, truth) for name, background, truth, _ in _cases()])
 
 
 def _write_labels(folder: Path, perfect: bool = False) -> Path:

@@ -22,7 +22,7 @@ import peer_common as pc  # noqa: E402
 import score  # noqa: E402
 import stardist_peer  # noqa: E402
 
-from sharp_fpn.data.coco_export import encode_mask  # noqa: E402
+from conftest import write_val_dataset  # noqa: E402
 from sharp_fpn.evaluation.metrics import coco_ap, encode_masks, evaluate_image  # noqa: E402
 
 H, W = 48, 64
@@ -43,27 +43,7 @@ def _ground_truth():
 
 
 def _dataset(root: Path) -> Path:
-    """Dsb2018-style images (<id>/images/<id>.png) and a COCO JSON of their masks, as the
-    converter writes it (compressed RLE, info.image_root)."""
-    images, annotations = [], []
-    for image_id, (name, background, masks) in enumerate(_ground_truth(), start=1):
-        pixels = np.full((H, W), background, np.uint8)
-        for mask in masks:
-            pixels[mask] = 255 - background
-        folder = root / "stage" / name / "images"
-        folder.mkdir(parents=True)
-        cv2.imwrite(str(folder / f"{name}.png"), pixels)
-        images.append({"id": image_id, "file_name": f"{name}/images/{name}.png", "height": H, "width": W})
-        for mask in masks:
-            rle = encode_mask(mask)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                                "segmentation": rle, "area": float(mask.sum()),
-                                "bbox": [float(v) for v in mask_util.toBbox(mask_util.encode(np.asfortranarray(mask.astype(np.uint8))))]})
-    path = root / "ann" / "val.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps({"info": {"image_root": "../stage"}, "images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "nucleus"}]}))
-    return path
+    return write_val_dataset(root, _ground_truth())
 
 
 def _predictions():
