@@ -83,8 +83,9 @@ def overlaps(rles_a: list, rles_b: list):
 
     from sharp_fpn.evaluation.metrics import pairwise_iou
 
-    area_a = np.asarray(mask_util.area(rles_a) if rles_a else [], dtype=np.float64)
-    area_b = np.asarray(mask_util.area(rles_b) if rles_b else [], dtype=np.float64)
+    # One RLE per call: pycocotools' area() of a list overflows past 255 objects under numpy 2.
+    area_a = np.asarray([mask_util.area(rle) for rle in rles_a], dtype=np.float64)
+    area_b = np.asarray([mask_util.area(rle) for rle in rles_b], dtype=np.float64)
     ious = pairwise_iou(rles_a, rles_b)
     return area_a, area_b, ious, np.rint(ious * (area_a[:, None] + area_b[None, :]) / (1 + ious))
 

@@ -171,3 +171,19 @@ def test_same_images_and_matches_as_the_label_image_scorer(tmp_path):
         assert scored[group]["images"] == result["images"]
         assert scored[group]["nuclei"]["precision@0.5"] == pytest.approx(result["matched"] / result["predicted"])
         assert scored[group]["nuclei"]["recall@0.5"] == pytest.approx(result["matched"] / result["true"])
+
+
+def test_overlaps_of_more_than_255_objects():
+    """Real images hold hundreds of nuclei; pycocotools' area() of a list of them overflows."""
+    from sharp_fpn.evaluation.metrics import encode_masks
+
+    masks = []
+    for k in range(300):
+        mask = np.zeros((60, 100), bool)
+        row, col = divmod(k, 20)
+        mask[row * 4:row * 4 + 2, col * 5:col * 5 + 3] = True
+        masks.append(mask)
+    rles = encode_masks(masks)
+    area_a, area_b, ious, inter = errors_by_kind.overlaps(rles, rles[:2])
+    assert area_a.tolist() == [6.0] * 300 and area_b.tolist() == [6.0, 6.0]
+    assert ious.shape == (300, 2) and np.array_equal(np.diag(inter[:2]), [6.0, 6.0]) and inter[2:].sum() == 0
