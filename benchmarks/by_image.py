@@ -12,8 +12,8 @@ per threshold). Each run gets its DSB score and foreground IoU per image kind
 bootstrap 95% interval over images (paired: the same images in both) and the number of images
 on which it is better, overall and per kind.
 
-Where every run's rows carry their TP/FP/FN at IoU 0.5 (metrics.json written since the evaluator
-added them), F1@0.5 joins both: per kind pooled as the evaluator pools it, 2TP/(2TP+FP+FN) over
+For each run whose rows carry their TP/FP/FN at IoU 0.5 (metrics.json written since the evaluator
+added them), F1@0.5 joins both (paired only when the baseline has them too): per kind pooled as the evaluator pools it, 2TP/(2TP+FP+FN) over
 the kind's images, so "all" is the run's own f1@0.5; paired, each image's own F1 (1 when it has
 no nuclei and no predictions). Older files still give the DSB and IoU tables.
 """
@@ -101,11 +101,11 @@ def main(argv=None):
             iou = float(np.mean([rows[i]["fg_iou"] for i in members[g]]))
             payload[name][g] = {"dsb_score": dsb, "fg_iou": iou}
             cells.append(f"{dsb:.3f} / {iou:.3f}")
-            if not lacking:
+            if name not in lacking:
                 payload[name][g]["f1@0.5"] = f1([rows[i] for i in members[g]])
                 cells[-1] += f" / {payload[name][g]['f1@0.5']:.3f}"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    what = "DSB score / foreground IoU (per-image means)" + ("" if lacking else " / F1@0.5 (pooled)")
+    what = "DSB score / foreground IoU (per-image means)" + (" / F1@0.5 (pooled) where counted" if len(lacking) < len(runs) else "")
     table = f"{what} by image kind (images):\n\n" + "\n".join(lines)
 
     if args.baseline:
@@ -113,8 +113,9 @@ def main(argv=None):
         names = list(map(str, args.runs))
         diffs = paired(runs, names, base, members, lambda row: row["dsb_score"], "paired_dsb", payload)
         table += f"\n\nPaired per-image DSB difference against {base}: {legend}:\n\n{diffs}"
-        if not lacking:
-            diffs = paired(runs, names, base, members, lambda row: f1([row]), "paired_f1", payload)
+        counted = [name for name in names if name not in lacking]
+        if counted and base not in lacking:
+            diffs = paired(runs, counted, base, members, lambda row: f1([row]), "paired_f1", payload)
             table += f"\n\nPaired per-image F1@0.5 difference against {base}: {legend}:\n\n{diffs}"
     if lacking:
         table += ("\n\nF1@0.5 needs per-image counts (metrics.json written since the evaluator added "

@@ -70,6 +70,21 @@ def test_f1_by_kind_and_paired_when_every_run_has_counts(tmp_path):
     assert "Paired per-image F1@0.5 difference" in table and "needs per-image counts" not in table
 
 
+def test_f1_pairs_the_counted_runs_when_an_older_one_lacks_counts(tmp_path):
+    _two_kinds(tmp_path)
+    base = _run(tmp_path / "base", [0.2] * 4, [(1, 1, 1), (1, 1, 1), (0, 0, 0), (0, 2, 2)])
+    new = _run(tmp_path / "new", [0.2] * 4, [(2, 0, 0), (2, 0, 0), (0, 1, 0), (1, 1, 1)])
+    old = _run(tmp_path / "old", [0.3] * 4)
+    by_image.main([str(new), str(old), "--baseline", str(base), "--val-json", str(tmp_path / "val.json"),
+                   "--image-root", str(tmp_path), "--output-dir", str(tmp_path / "out")])
+    result = json.loads((tmp_path / "out" / "by_image.json").read_text())
+    assert result[str(new)]["all"]["paired_f1"]["mean"] == pytest.approx(1 / 8)
+    assert "paired_f1" not in result[str(old)]["all"] and "f1@0.5" not in result[str(old)]["all"]
+    assert result[str(old)]["all"]["paired_dsb"]["mean"] == pytest.approx(0.1)
+    table = (tmp_path / "out" / "by_image.md").read_text()
+    assert "Paired per-image F1@0.5 difference" in table and f"without them: {old}" in table
+
+
 def test_a_run_on_other_images_is_refused(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8), np.uint8))
     (tmp_path / "val.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}]}))
@@ -92,8 +107,10 @@ def test_a_kept_metrics_file_stands_for_its_run(tmp_path):
                    "--image-root", str(tmp_path), "--output-dir", str(tmp_path / "out")])
     result = json.loads((tmp_path / "out" / "by_image.json").read_text())[str(new)]["all"]
     assert result["paired_dsb"]["mean"] == pytest.approx(0.15) and result["paired_dsb"]["better"] == 2
-    assert "f1@0.5" not in result and "paired_f1" not in result  # F1 only where every run has counts
+    # F1 for the run that has counts; no pairing against a baseline without them.
+    assert result["f1@0.5"] == 1.0 and "paired_f1" not in result
     table = (tmp_path / "out" / "by_image.md").read_text()
-    assert table.startswith("DSB score / foreground IoU (per-image means) by image kind")
+    assert table.startswith("DSB score / foreground IoU (per-image means) / F1@0.5 (pooled) where counted by image kind")
+    assert "Paired per-image F1@0.5" not in table
     assert table.rstrip().splitlines()[-1].startswith("F1@0.5 needs per-image counts")
     assert table.rstrip().endswith(f"without them: {kept}")

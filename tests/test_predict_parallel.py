@@ -51,3 +51,27 @@ def test_exact_reaches_the_predictor(predict_cli, capsys, tmp_path):
     assert "exact" not in predict_cli.predictor_factory(predict_cli.get_parser().parse_args([str(a) for a in argv])).keywords
     code, out, err = run(predict_cli, capsys, *argv, "--exact")
     assert code == 0 and err == "" and (tmp_path / f"{image.stem}_labels.tif").is_file()
+
+
+def test_auto_workers_start_only_for_inputs_that_repay_them(tmp_path):
+    """'auto' reads the sizes from the files' headers: a few small images stay in this process,
+    inputs of 16 megapixels or more get one worker per core; a file without a readable header
+    counts as empty (predicting it reports why)."""
+    import cv2
+    import numpy as np
+
+    from sharp_fpn.predict.batch import AUTO_WORKERS_MIN_MEGAPIXELS, auto_workers, pixels
+
+    small = [tmp_path / f"small{i}.png" for i in range(3)]
+    for path in small:
+        cv2.imwrite(str(path), np.zeros((256, 320), np.uint8))
+    side = int((AUTO_WORKERS_MIN_MEGAPIXELS * 1e6 / 2) ** 0.5) + 1
+    large = [tmp_path / f"large{i}.png" for i in range(2)]
+    for path in large:
+        cv2.imwrite(str(path), np.zeros((side, side), np.uint8))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert pixels(small[0]) == 256 * 320 and pixels(broken) == 0
+    assert auto_workers(small + [broken], available=2) == 1
+    assert auto_workers(large, available=2) == 2 and auto_workers(large, available=1) == 1
+    assert auto_workers(large[:1], available=4) == 1  # one image: nothing to share out

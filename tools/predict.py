@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from sharp_fpn.predict import NucleiPredictor, OutputFormats, SetupError, expand_inputs, predict_files
-from sharp_fpn.predict.batch import (COCO_RESULTS_NAME, KAGGLE_CSV_NAME, coco_image_ids, cores, merge_shards, output_names,
+from sharp_fpn.predict.batch import (COCO_RESULTS_NAME, KAGGLE_CSV_NAME, auto_workers, coco_image_ids, merge_shards, output_names,
                                      parse_shard, renamed, shard_from_environment)
 from sharp_fpn.predict.predictor import DEFAULT_SCORE_THRESHOLD, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 from sharp_fpn.predict.pretrained import DEFAULT_MODEL, SHIPPED_MODELS
@@ -87,7 +87,8 @@ def get_parser() -> argparse.ArgumentParser:
                         "instead of the faster default")
     parser.add_argument("--workers", default="auto", type=workers_option,
                         help="processes predicting images side by side, each with its own model and cores/workers torch "
-                        "threads; 'auto': one per core when there is more than one image (on CPU); 1: one at a time "
+                        "threads; 'auto': one per core on CPU when the inputs add up to 16 megapixels or more (below that, starting "
+                        "workers costs more than they save), else 1; 1: one at a time "
                         "(default: %(default)s)")
     many = parser.add_argument_group("many machines (docs/many_machines.md)")
     many.add_argument("--shard", type=shard_option, metavar="K/N",
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
             print(f"{file} -> {name}_* (another input is also named {file.stem})")
     workers = args.workers
     if workers == "auto":
-        workers = cores() if len(mine) > 1 and predictor.cfg.MODEL.DEVICE == "cpu" else 1
+        workers = auto_workers(mine) if predictor.cfg.MODEL.DEVICE == "cpu" else 1
     if workers > 1 and len(mine) > 1:
         del predictor  # each worker builds its own
         predictor = make_predictor

@@ -273,6 +273,34 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# Starting worker processes costs about 3 s of wall time on 2 cores (imports and a model each);
+# on one 2-thread process they save about 7%, so they pay off from about 16 megapixels of input
+# (benchmarks/RESULTS.md#how-fast-is-prediction).
+AUTO_WORKERS_MIN_MEGAPIXELS = 16.0
+
+
+def auto_workers(files: Sequence[Union[str, os.PathLike]], available: Optional[int] = None) -> int:
+    """``--workers auto``: one worker per core for a folder big enough to repay starting them,
+    else 1 (this process alone, with every core's threads)."""
+    available = cores() if available is None else available
+    if available < 2 or len(files) < 2:
+        return 1
+    megapixels = sum(pixels(file) for file in files) / 1e6
+    return available if megapixels >= AUTO_WORKERS_MIN_MEGAPIXELS else 1
+
+
+def pixels(file: Union[str, os.PathLike]) -> int:
+    """An image's pixel count from its header, without decoding it; 0 where the header cannot be
+    read (predicting it reports why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            return image.width * image.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0
+
+
 # The model and settings of a worker process, set once by _start_worker.
 _WORKER: dict = {}
 
