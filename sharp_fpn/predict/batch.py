@@ -274,8 +274,8 @@ def cores() -> int:
 
 
 # Starting worker processes costs about 3 s of wall time on 2 cores (imports and a model each);
-# on one 2-thread process they save about 7%, so they pay off from about 16 megapixels of input
-# (benchmarks/RESULTS.md#how-fast-is-prediction).
+# against one 2-thread process they save 7-12%, so they pay off from about 11-18 megapixels of
+# input (benchmarks/RESULTS.md#round-two-four-more-levers-none-adopted-2026-12-05).
 AUTO_WORKERS_MIN_MEGAPIXELS = 16.0
 
 
