@@ -75,3 +75,19 @@ def test_auto_workers_start_only_for_inputs_that_repay_them(tmp_path):
     assert auto_workers(small + [broken], available=2) == 1
     assert auto_workers(large, available=2) == 2 and auto_workers(large, available=1) == 1
     assert auto_workers(large[:1], available=4) == 1  # one image: nothing to share out
+
+
+def test_workers_run_this_sharp_fpn_whatever_the_working_directory(tmp_path, monkeypatch):
+    """A forkserver's workers would import a sharp_fpn found in the working directory (the
+    server puts it first on its path and, before Python 3.12, ignores this process's): with
+    another copy there, the workers must still run this process's code."""
+    import concurrent.futures
+
+    import sharp_fpn
+    from sharp_fpn.predict import batch
+
+    (tmp_path / "sharp_fpn").mkdir()
+    (tmp_path / "sharp_fpn" / "__init__.py").write_text("raise ImportError('the copy in the working directory')\n")
+    monkeypatch.chdir(tmp_path)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=batch._worker_context()) as pool:
+        assert pool.submit(eval, "__import__('sharp_fpn').__file__").result() == sharp_fpn.__file__

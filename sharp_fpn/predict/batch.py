@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import sys
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.pool import ExceptionWithTraceback
@@ -324,11 +325,27 @@ def _predict_in_worker(item):
     return outcome
 
 
+# What a worker imports. A forkserver puts the working directory first on its path and, before
+# Python 3.12, ignores this process's path, so a checkout of one of these there would be imported
+# in its place.
+_WORKER_PACKAGES = ("sharp_fpn", "detectron2", "torch")
+
+
+def _working_directory_shadows_a_package() -> bool:
+    cwd = Path.cwd()
+    for name in _WORKER_PACKAGES:
+        module = sys.modules.get(name)
+        if module is not None and (cwd / name).is_dir() and (cwd / name).resolve() != Path(module.__file__).resolve().parent:
+            return True
+    return False
+
+
 def _worker_context():
     """Workers forked from a fresh server process that imported this module once (a process
-    forked from this one could hang in the OpenMP threads this one used); spawned where there
-    is no fork."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    forked from this one could hang in the OpenMP threads this one used); spawned, which takes
+    this process's import path, where there is no fork or where the working directory holds
+    another copy of a package the workers import."""
+    if "forkserver" not in multiprocessing.get_all_start_methods() or _working_directory_shadows_a_package():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])

@@ -71,8 +71,8 @@ SHIPPED_MODELS = {
     for model in (
         ShippedModel(
             "nuclei", "nuclei.yaml", "nuclei.pth",
-            sha256="93d2510b3de698e7d17905ca6a945ee69cb28b7599a5ef915b7f5d9384417593",
-            summary="narrow R-18 Mask R-CNN, UNet# neck, trained on CPU on 596 of the 600 Dsb2018 stage1_train images (all but the 4 examples; CC0)",
+            sha256="8ab0f26c10000b1dd2a380f1a0b02c16e1f3857e2877c528584c3d25bd72a532",
+            summary="narrow R-18 Mask R-CNN with Cascade R-CNN box head, plain FPN neck, trained on CPU on 596 of the 600 Dsb2018 stage1_train images (all but the 4 examples; CC0)",
         ),
     )
 }
