@@ -286,8 +286,9 @@ def auto_workers(files: Sequence[Union[str, os.PathLike]], available: Optional[i
     available = cores() if available is None else available
     if available < 2 or len(files) < 2:
         return 1
-    megapixels = sum(pixels(file) for file in files) / 1e6
-    return available if megapixels >= AUTO_WORKERS_MIN_MEGAPIXELS else 1
+    # Headers are read only until the bound is reached: a folder of thousands starts at once.
+    enough = any(total >= AUTO_WORKERS_MIN_MEGAPIXELS * 1e6 for total in itertools.accumulate(map(pixels, files)))
+    return available if enough else 1
 
 
 def pixels(file: Union[str, os.PathLike]) -> int:
