@@ -91,3 +91,45 @@ def test_workers_run_this_sharp_fpn_whatever_the_working_directory(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=batch._worker_context()) as pool:
         assert pool.submit(eval, "__import__('sharp_fpn').__file__").result() == sharp_fpn.__file__
+
+
+def test_the_script_with_its_early_worker_server_writes_what_one_process_writes(predict_cli, capsys, tmp_path):
+    """Run as a script, tools/predict.py starts the workers' server before its own imports; the
+    workers it forks write the one-process files, byte for byte."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in synthetic_images()[:2]:
+        shutil.copy(path, inputs / path.name)
+    common = [inputs, "--weights", tiny_checkpoint() / "model_final.pth", "--all", "--score-threshold", "0", "--device", "cpu"]
+    assert run(predict_cli, capsys, *common, "--output-dir", tmp_path / "one", "--workers", "1")[0] == 0
+    script = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
+    done = subprocess.run([sys.executable, str(script), "--no-progress", *map(str, common), "--output-dir",
+                           str(tmp_path / "many"), "--workers", "2"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected, found = files_of(tmp_path / "one"), files_of(tmp_path / "many")
+    assert len(expected) == 2 * 5 + 2 and list(found) == list(expected)
+    for name in expected:
+        assert found[name] == expected[name], name
+
+
+@pytest.mark.parametrize("argv, starts", [
+    (["in/"], True), (["in/", "--workers", "1"], False),
+    (["in/", "--workers=1"], False), (["--merge", "out/"], False),
+])
+def test_the_worker_server_starts_early_unless_one_process_is_asked_for(argv, starts):
+    """Checked in a fresh interpreter: the server is process-wide state."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
+    probe = ("import multiprocessing.forkserver as f, runpy, sys; "
+             f"runpy.run_path({str(script)!r})['start_worker_server']({argv!r}); "
+             "print(f._forkserver._forkserver_pid is not None)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == str(starts and len(__import__("os").sched_getaffinity(0)) > 1)

@@ -22,17 +22,40 @@ shared --output-dir; --merge joins the parts into the files one process would ha
 import argparse
 import functools
 import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
 import sys
 import traceback
 from pathlib import Path
 
-from tqdm import tqdm
 
-from sharp_fpn.predict import NucleiPredictor, OutputFormats, SetupError, expand_inputs, predict_files
-from sharp_fpn.predict.batch import (COCO_RESULTS_NAME, KAGGLE_CSV_NAME, auto_workers, coco_image_ids, merge_shards, output_names,
-                                     parse_shard, renamed, shard_from_environment)
-from sharp_fpn.predict.predictor import DEFAULT_SCORE_THRESHOLD, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
-from sharp_fpn.predict.pretrained import DEFAULT_MODEL, SHIPPED_MODELS
+def start_worker_server(argv) -> None:
+    """Start the server that forks the --workers now, before this process imports torch and
+    Detectron2, so that its own import of them (about 3 s) runs on another core beside this
+    one's instead of after it. A guess from the command line: a run that ends up in one process
+    (--workers auto on a small input) leaves the server idle, and sharp_fpn.predict.batch still
+    decides how workers start."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if ("forkserver" not in multiprocessing.get_all_start_methods() or cores < 2
+            or "--merge" in argv or any(a in ("--workers=1", "--workers=0") for a in argv)
+            or any(a == "--workers" and b in ("0", "1") for a, b in zip(argv, argv[1:]))):
+        return
+    multiprocessing.forkserver.set_forkserver_preload(["sharp_fpn.predict.batch"])
+    multiprocessing.forkserver.ensure_running()
+
+
+if __name__ == "__main__":
+    start_worker_server(sys.argv[1:])
+
+# The imports below take seconds; the worker server (above) starts first.
+from tqdm import tqdm  # noqa: E402
+
+from sharp_fpn.predict import NucleiPredictor, OutputFormats, SetupError, expand_inputs, predict_files  # noqa: E402
+from sharp_fpn.predict.batch import (COCO_RESULTS_NAME, KAGGLE_CSV_NAME, auto_workers, coco_image_ids,  # noqa: E402
+                                     merge_shards, output_names, parse_shard, renamed, shard_from_environment)
+from sharp_fpn.predict.predictor import DEFAULT_SCORE_THRESHOLD, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE  # noqa: E402
+from sharp_fpn.predict.pretrained import DEFAULT_MODEL, SHIPPED_MODELS  # noqa: E402
 
 
 def scale_option(text: str):
