@@ -1,7 +1,11 @@
 """tools/predict.py --workers: images predicted side by side in worker processes give the
 files of the one-at-a-time path, byte for byte and in the same order, and the same one-line
 failures. Also --exact, which asks every worker's predictor for the float32 path."""
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from test_predict import one_torch_thread, synthetic_images, tiny_checkpoint  # noqa: F401
@@ -96,10 +100,6 @@ def test_workers_run_this_sharp_fpn_whatever_the_working_directory(tmp_path, mon
 def test_the_script_with_its_early_worker_server_writes_what_one_process_writes(predict_cli, capsys, tmp_path):
     """Run as a script, tools/predict.py starts the workers' server before its own imports; the
     workers it forks write the one-process files, byte for byte."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     inputs = tmp_path / "in"
     inputs.mkdir()
     for path in synthetic_images()[:2]:
@@ -122,14 +122,10 @@ def test_the_script_with_its_early_worker_server_writes_what_one_process_writes(
 ])
 def test_the_worker_server_starts_early_unless_one_process_is_asked_for(argv, starts):
     """Checked in a fresh interpreter: the server is process-wide state."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).resolve().parent.parent / "tools" / "predict.py"
     probe = ("import multiprocessing.forkserver as f, runpy, sys; "
              f"runpy.run_path({str(script)!r})['start_worker_server']({argv!r}); "
              "print(f._forkserver._forkserver_pid is not None)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[-1] == str(starts and len(__import__("os").sched_getaffinity(0)) > 1)
+    assert done.stdout.split()[-1] == str(starts and len(os.sched_getaffinity(0)) > 1)
