@@ -29,6 +29,8 @@ extra, and each falls in exactly one class below (the first that applies):
               matches with IoU >= 0.75, 0.85 and 0.9 (the DSB score averages over IoU thresholds
               0.5 to 0.95: a match at IoU 0.74 counts at 5 of the 10, so outlines show here);
               the median ratio of predicted to true area (above 1: outlines too big).
+  by size     the share of true nuclei matched, by their area in file pixels (AREA_BANDS:
+              under 50, 50-150, 150-400, 400 and more): small nuclei are where recall goes.
 
 Writes OUT/errors_by_kind.json (the counts per tool and kind, and per image) and
 OUT/errors_by_kind.md (a table per kind, a row per tool); OUT defaults to output/errors_by_kind.
@@ -53,6 +55,8 @@ EXTRA = ("cell_body_or_merge", "fragment", "background", "other")
 COUNTS = ("true", "predicted", "matched", "missed", *MISSED, "extra", *EXTRA)
 IOU_LEVELS = (0.75, 0.85, 0.9)
 COVERS = 0.5  # share of a true nucleus a prediction must hold to cover it
+AREA_BANDS = (50, 150, 400)  # file pixels; a nucleus 8 px across is about 50 px
+BAND_NAMES = ("<50", "50-150", "150-400", "400+")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -140,7 +144,11 @@ def image_errors(gt: list, pred: list) -> dict:
             kind = "other"
         counts["extra"] += 1
         counts[kind] += 1
-    return {**counts, "ious": matched_ious.tolist(), "area_ratios": [pred_area[p] / gt_area[g] for g, p in pairs]}
+    band = np.digitize(gt_area, AREA_BANDS)
+    is_matched = np.isin(np.arange(len(gt)), list(matched_gt))
+    by_size = {name: [int(is_matched[band == b].sum()), int((band == b).sum())] for b, name in enumerate(BAND_NAMES)}
+    return {**counts, "ious": matched_ious.tolist(), "area_ratios": [pred_area[p] / gt_area[g] for g, p in pairs],
+            "matched_by_size": by_size}
 
 
 def summary(rows: list) -> dict:
@@ -151,6 +159,8 @@ def summary(rows: list) -> dict:
     result["median_iou"] = float(np.median(ious)) if len(ious) else None
     result["iou_at_least"] = {str(t): float(np.mean(ious >= t)) if len(ious) else None for t in IOU_LEVELS}
     result["median_area_ratio"] = float(np.median(ratios)) if len(ratios) else None
+    result["matched_by_size"] = {name: [sum(row["matched_by_size"][name][i] for row in rows) for i in (0, 1)]
+                                 for name in BAND_NAMES}  # [matched, true]
     return result
 
 
@@ -187,7 +197,8 @@ def table(payload: dict) -> str:
 
     headers = ["tool", "images", "true", "predicted", "matched", "missed: merged / outlined / not found",
                "extra: cell body or merge / fragment / background / other", "median IoU",
-               "IoU >= " + " / ".join(map(str, IOU_LEVELS)), "area pred/true"]
+               "IoU >= " + " / ".join(map(str, IOU_LEVELS)), "area pred/true",
+               "matched by true area, px: " + " / ".join(BAND_NAMES)]
     groups = list(dict.fromkeys(g for run in payload["runs"].values() for g in run["groups"]))
     text = [f"Errors by image kind: label images against {payload['val_json']}, matched one to one at IoU > 0.5 "
             "as the evaluator matches (`benchmarks/errors_by_kind.py --help` defines each column)"]
@@ -201,7 +212,8 @@ def table(payload: dict) -> str:
                          f"{r['missed']}: " + " / ".join(str(r[k]) for k in MISSED),
                          f"{r['extra']}: " + " / ".join(str(r[k]) for k in EXTRA),
                          fmt(r["median_iou"], 3), " / ".join(fmt(v) for v in r["iou_at_least"].values()),
-                         fmt(r["median_area_ratio"])])
+                         fmt(r["median_area_ratio"]),
+                         " / ".join(f"{fmt(m / t if t else None)} of {t}" for m, t in r["matched_by_size"].values())])
         text += [f"#### {group}", common.markdown_table(headers, rows)]
     return "\n\n".join(text)
 

@@ -110,6 +110,11 @@ def test_hand_made_errors_are_counted_exactly(tmp_path, capsys):
     assert groups["fluorescence"]["median_area_ratio"] == pytest.approx((1 + 266 / 253) / 2)
     rows = {row["image"]: row for row in payload["runs"]["tool"]["per_image"]}
     assert rows["fluo2"]["kind"] == "fluorescence small" and rows["fluo2"]["merged"] == 1
+    # By true area, [matched, true]: discs of radius 2, 3 and 4 hold 13, 29 and 49 px (c, d, i, e, j, k:
+    # none matched); a, b (81 px) and g (100 px): a and g matched; h (253 px) and f (197 px): both.
+    assert groups["fluorescence"]["matched_by_size"] == {"<50": [0, 3], "50-150": [1, 2], "150-400": [1, 1], "400+": [0, 0]}
+    assert groups["brightfield"]["matched_by_size"] == {"<50": [0, 3], "50-150": [1, 1], "150-400": [1, 1], "400+": [0, 0]}
+    assert groups["all"]["matched_by_size"] == {"<50": [0, 6], "50-150": [2, 3], "150-400": [2, 2], "400+": [0, 0]}
 
     # The evaluator's matching: the matched IoUs are what its metrics see for these masks.
     from sharp_fpn.evaluation.metrics import encode_masks, evaluate_image
@@ -122,6 +127,7 @@ def test_hand_made_errors_are_counted_exactly(tmp_path, capsys):
     assert (ideal["matched"], ideal["missed"], ideal["extra"], ideal["median_iou"]) == (11, 0, 0, 1.0)
     markdown = (out / "errors_by_kind.md").read_text()
     assert "#### brightfield" in markdown and "| tool | 1 | 5 | 5 | 2 | 3: 0 / 1 / 2 | 3: 1 / 1 / 0 / 1 |" in markdown
+    assert "| 0.00 of 6 / 0.67 of 3 / 1.00 of 2 / n/a of 0 |" in markdown
     assert f"wrote {out / 'errors_by_kind.json'}" in capsys.readouterr().out
 
 
