@@ -56,7 +56,7 @@ COUNTS = ("true", "predicted", "matched", "missed", *MISSED, "extra", *EXTRA)
 IOU_LEVELS = (0.75, 0.85, 0.9)
 COVERS = 0.5  # share of a true nucleus a prediction must hold to cover it
 AREA_BANDS = (50, 150, 400)  # file pixels; a nucleus 8 px across is about 50 px
-BAND_NAMES = ("<50", "50-150", "150-400", "400+")
+BAND_NAMES = (f"<{AREA_BANDS[0]}", *(f"{lo}-{hi}" for lo, hi in zip(AREA_BANDS, AREA_BANDS[1:])), f"{AREA_BANDS[-1]}+")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
