@@ -175,20 +175,10 @@ def shipped_predictor():
     return NucleiPredictor.from_pretrained("nuclei", device="cpu")
 
 
-# Examples the shipped model of 2026-12-05 (Cascade R-CNN) counts outside 15%, both short: it merges
-# touching nuclei there (docs/shipped_model.md). Strict: a model that counts them passes, and the
-# mark must go.
-UNDERCOUNTED = {"brightfield.png": "23 of 30", "he_tissue.png": "31-32 of 37"}
-
-
 @pytest.mark.skipif(not SHIPPED.weights_path.is_file(),
                     reason=f"the shipped model's weights {SHIPPED.weights_path.name} are not in this copy yet "
                            "(trained separately, issue 12); drop them in with tools/export_model.py")
-@pytest.mark.parametrize("example", [
-    pytest.param(e, id=e["file"].name, marks=[pytest.mark.xfail(
-        strict=True, reason=f"the shipped model finds {UNDERCOUNTED[e['file'].name]}: it merges touching nuclei")]
-        if e["file"].name in UNDERCOUNTED else [])
-    for e in example_counts()])
+@pytest.mark.parametrize("example", example_counts(), ids=lambda e: e["file"].name)
 def test_shipped_model_counts_the_example_nuclei_within_15_percent(example):
     found = shipped_predictor().predict(example["file"]).num_objects
     assert abs(found - example["nuclei"]) <= 0.15 * example["nuclei"], (example["file"].name, found, example["nuclei"])

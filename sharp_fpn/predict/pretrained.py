@@ -71,7 +71,7 @@ SHIPPED_MODELS = {
     for model in (
         ShippedModel(
             "nuclei", "nuclei.yaml", "nuclei.pth",
-            sha256="8ab0f26c10000b1dd2a380f1a0b02c16e1f3857e2877c528584c3d25bd72a532",
+            sha256="f86c5fa1dea9971773369e92f103bdaa538e053316335fa0694adee5c673e66b",
             summary="narrow R-18 Mask R-CNN with Cascade R-CNN box head, plain FPN neck, trained on CPU on 596 of the 600 Dsb2018 stage1_train images (all but the 4 examples; CC0)",
         ),
     )
